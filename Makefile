@@ -1,0 +1,36 @@
+# Two commands matter on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= data/demo
+PRESET ?= small
+SEED ?= 7
+TRIALS ?= 8
+
+.PHONY: install demo test test-all lint format bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m safetyml.demo --data $(DATA) --preset $(PRESET) --seed $(SEED) --trials $(TRIALS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests serving benchmarks
+	$(BIN)/ruff format --check src tests serving benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests serving benchmarks
+	$(BIN)/ruff format src tests serving benchmarks
+
+clean:
+	rm -rf $(VENV) .safetyml data .pytest_cache .ruff_cache

@@ -1,0 +1,56 @@
+"""The ``safetyml`` command line. Each area registers its commands from its own module.
+
+Area modules are imported lazily by name so that ``safetyml --help`` stays fast and an area's heavy
+dependencies (mlflow, bentoml, shap, dask) load only when one of its commands runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import typer
+
+app = typer.Typer(
+    name="safetyml",
+    help="Risk models for a delivery platform's safety team.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+# Each module defines ``register(app)``; listed here in the order of the data flow.
+AREA_MODULES = (
+    "safetyml.cli.data",  # simulate, validate
+    "safetyml.cli.features",  # features list|build|materialize
+    "safetyml.cli.training",  # train, promote, ui, experiment run
+    "safetyml.cli.explain",  # explain case|report
+    "safetyml.cli.serving",  # serve, decisions show|export
+    "safetyml.cli.batch",  # score-zones, score-file
+)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _register_areas() -> None:
+    for name in AREA_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # area not built yet
+                continue
+            raise
+        module.register(app)
+
+
+_register_areas()
+
+
+def main() -> None:
+    app()

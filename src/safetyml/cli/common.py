@@ -1,0 +1,16 @@
+"""Helpers shared by the CLI modules."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+_err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print an actionable error to stderr and exit with ``code`` (2: bad input, 1: checks failed)."""
+    _err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)

@@ -1,0 +1,75 @@
+"""Commands for data: ``simulate`` a platform and ``validate`` a data folder against the contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from safetyml.cli.common import fail
+
+console = Console()
+
+
+def simulate(
+    out: Path = typer.Option(..., "--out", help="Folder to write the tables and truth/ to."),
+    preset: str = typer.Option("small", "--preset", help="small (~50k trips), medium (~1M), large (~10M)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives byte-identical files."),
+) -> None:
+    """Simulate a food-delivery platform (cities, riders, merchants, trips, incidents, ledger, truth)."""
+    from safetyml.simulate import PRESETS
+    from safetyml.simulate import simulate as run_simulation
+
+    if preset not in PRESETS:
+        fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    summary = run_simulation(out, preset=preset, seed=seed)
+    console.print(summary.render())
+
+
+def validate(
+    data: Path = typer.Argument(..., help="Data folder with one file per table."),
+    on_invalid: str = typer.Option(
+        "raise", "--on-invalid", help="raise: report and exit 1; quarantine: set invalid rows aside."
+    ),
+    quarantine_dir: Path | None = typer.Option(
+        None, help="Where quarantined rows go (default DATA/quarantine)."
+    ),
+    describe: bool = typer.Option(False, "--describe", help="Print the data contract and exit."),
+) -> None:
+    """Check a data folder against the data contract."""
+    from safetyml.contract import contract_markdown
+    from safetyml.tables import ContractError, load_tables, validate_dir
+
+    if describe:
+        console.print(contract_markdown(), markup=False)
+        return
+    if on_invalid not in ("raise", "quarantine"):
+        fail(f"--on-invalid must be raise or quarantine, not {on_invalid!r}")
+    try:
+        if on_invalid == "quarantine":
+            tables = load_tables(data, on_invalid="quarantine", quarantine_dir=quarantine_dir)
+            rows = {name: len(df) for name, df in tables.items()}
+            quarantined = tables.quarantined
+        else:
+            report = validate_dir(data)
+            if not report.ok:
+                summary = report.summary()
+                table = Table("table", "column", "rule", "rows", "example keys", title="Contract violations")
+                for row in summary.itertuples(index=False):
+                    table.add_row(row.table, row.column, row.rule, str(row.rows), row.examples)
+                console.print(table)
+                fail(report.message(), code=1)
+            rows, quarantined = report.row_counts, {}
+    except (ContractError, FileNotFoundError) as exc:
+        fail(str(exc))
+    table = Table("table", "valid rows", "quarantined", title=f"{data}: contract OK")
+    for name, count in rows.items():
+        table.add_row(name, f"{count:,}", f"{quarantined.get(name, 0):,}")
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(simulate)
+    app.command()(validate)
