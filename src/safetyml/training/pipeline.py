@@ -1,0 +1,573 @@
+"""Train one task end to end: frame → time split → Optuna → final fit → calibration → test metrics
+(model and oracle) → MLflow run with nested trials, plots and a pyfunc model → registry (challenger).
+
+Each step is a plain function (frame in, arrays or dataclasses out); :func:`train` wires them and is
+the only place that talks to :mod:`safetyml.tracking`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from safetyml import paths
+from safetyml.model import RiskModel
+from safetyml.training.calibrate import CalibrationChoice, choose_calibrator
+from safetyml.training.config import TrainingConfig, load_training_config
+from safetyml.training.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    lift_by_decile,
+    oracle_share,
+)
+from safetyml.training.monotone import constraints_for
+from safetyml.training.split import TimeSplit, time_split
+from safetyml.training.tuning import FitData, TuningResult, apply_class_weight, base_params, fit_booster, tune
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS = {"incident_risk": ["trip_id"], "merchant_credit": ["merchant_id", "as_of"]}
+SEVERE_MIN = 3  # the simulator's truth has p_incident (severity >= 1) and p_incident_severe (>= 3)
+
+
+@dataclass
+class TrainingResult:
+    """What one training produced; ``metrics`` and ``oracle_metrics`` are on the test split."""
+
+    task: str
+    model: RiskModel
+    metrics: dict[str, float]
+    oracle_metrics: dict[str, float] | None
+    oracle_share: float | None
+    model_version: str | None
+    run_id: str | None
+    experiment: str
+    config: TrainingConfig
+    split: dict[str, Any]
+    tuning: TuningResult
+    calibration: CalibrationChoice
+    class_weight: str
+    lift: pd.DataFrame
+    notes: dict[str, Any] = field(default_factory=dict)
+    test_frame: pd.DataFrame | None = None
+    promoted: bool = False
+    seconds: float = 0.0
+
+    def render(self) -> Any:
+        """A rich summary: split, choices, test metrics vs oracle, registry (see training.report)."""
+        from safetyml.training.report import render_training
+
+        return render_training(self)
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def data_fingerprint(data_dir: Path) -> str:
+    """SHA-256 over the contract tables' files (names and bytes) of a data folder."""
+    from safetyml.contract import TABLE_ORDER
+    from safetyml.tables import table_path
+
+    digest = hashlib.sha256()
+    for name in TABLE_ORDER:
+        path = table_path(Path(data_dir), name)
+        if path is None:
+            continue
+        digest.update(path.name.encode())
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def select_features(fs: Any, config: TrainingConfig) -> list[Any]:
+    """The task's feature definitions minus the configured exclusions (or only the included ones)."""
+    chosen = list(fs.for_task(config.task))
+    sel = config.features
+    known = {f.name for f in chosen}
+    unknown = [n for n in (*sel.exclude, *(sel.include or [])) if n not in known]
+    if unknown:
+        raise ValueError(
+            f"training config {config.task}: feature(s) {', '.join(unknown)} are not {config.task} features"
+        )
+    if sel.include is not None:
+        chosen = [f for f in chosen if f.name in set(sel.include)]
+    chosen = [
+        f
+        for f in chosen
+        if f.name not in sel.exclude
+        and f.group not in sel.exclude_groups
+        and f.entity not in sel.exclude_entities
+        and getattr(f, "window", None) not in sel.exclude_windows
+    ]
+    if not chosen:
+        raise ValueError(f"training config {config.task}: the feature selection leaves no feature")
+    return chosen
+
+
+def build_task_frame(tables: Any, fs: Any, config: TrainingConfig) -> pd.DataFrame:
+    """The task's training frame from the feature pipeline, label settings from the config."""
+    from safetyml.features.frames import build_frame
+
+    if config.task == "incident_risk":
+        return build_frame("incident_risk", tables, fs, label_min_severity=config.label.min_severity)
+    return build_frame(
+        "merchant_credit",
+        tables,
+        fs,
+        horizon_days=config.label.horizon_days,
+        min_history_days=config.label.min_history_days,
+    )
+
+
+def usable_rows(frame: pd.DataFrame, config: TrainingConfig) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Rows a model may learn from and be judged on, in time order; the counts say what was left out."""
+    notes: dict[str, int] = {"rows_in_frame": len(frame)}
+    out = frame
+    if "label_mature" in out.columns:
+        mature = out["label_mature"].fillna(False).astype(bool).to_numpy()
+        notes["rows_label_immature_dropped"] = int((~mature).sum())
+        out = out.loc[mature]
+    if "insufficient_history" in out.columns:
+        young = out["insufficient_history"].fillna(False).astype(bool).to_numpy()
+        notes["rows_insufficient_history"] = int(young.sum())
+        if not config.label.train_on_insufficient_history:
+            notes["rows_insufficient_history_dropped"] = int(young.sum())
+            out = out.loc[~young]
+    keys = [k for k in KEY_COLUMNS[config.task] if k in out.columns and k != "as_of"]
+    out = out.sort_values(["as_of", *keys], kind="stable").reset_index(drop=True)
+    out["label"] = out["label"].astype("int64")
+    notes["rows_used"] = len(out)
+    return out, notes
+
+
+def oracle_probabilities(
+    data_dir: Path | None, frame: pd.DataFrame, config: TrainingConfig
+) -> np.ndarray | None:
+    """True probabilities from a simulated data folder's ``truth/`` for the frame's rows (NaN if absent)."""
+    if data_dir is None:
+        return None
+    truth_dir = Path(data_dir) / "truth"
+    if config.task == "incident_risk":
+        path = truth_dir / "trip_probability.parquet"
+        column = {1: "p_incident", SEVERE_MIN: "p_incident_severe"}.get(config.label.min_severity)
+        keys = ["trip_id"]
+    else:
+        path = truth_dir / "merchant_default.parquet"
+        column = "p_default_90d" if config.label.horizon_days == 90 else None
+        keys = ["merchant_id", "as_of"]
+    if not path.exists() or column is None:
+        return None
+    truth = pd.read_parquet(path, columns=[*keys, column])
+    left = frame[keys].copy()
+    for key in keys:
+        if key == "as_of":
+            left[key] = pd.to_datetime(left[key], utc=True).astype("datetime64[ns, UTC]")
+            truth[key] = pd.to_datetime(truth[key], utc=True).astype("datetime64[ns, UTC]")
+        else:
+            left[key] = left[key].astype("str")
+            truth[key] = truth[key].astype("str")
+    merged = left.merge(truth.drop_duplicates(keys), on=keys, how="left", validate="many_to_one")
+    return merged[column].to_numpy(dtype="float64")
+
+
+# ------------------------------------------------------------------------------------------ fitting
+
+
+def study_name_for(config: TrainingConfig, data_fp: str, seed: int) -> str:
+    """Same task, config (apart from the trial budget), data and seed → same study, so it resumes."""
+    dump = config.model_dump(mode="json")
+    dump["tuning"].pop("trials", None)
+    dump["tuning"].pop("timeout_s", None)
+    digest = hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{config.task}-{digest}-{data_fp[:10]}-seed{seed}"
+
+
+@dataclass
+class Fitted:
+    model: RiskModel
+    split: TimeSplit
+    tuning: TuningResult
+    calibration: CalibrationChoice
+    class_weight: str
+    params: dict[str, Any]
+
+
+def fit_model(
+    frame: pd.DataFrame,
+    features: list[Any],
+    config: TrainingConfig,
+    seed: int = 0,
+    trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    on_trial: Any = None,
+    progress: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> Fitted:
+    """Split, tune, refit on all training rows, calibrate on validation. ``frame`` comes from usable_rows."""
+    import lightgbm as lgb
+
+    names = [f.name for f in features]
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{config.task} frame lacks {len(missing)} feature column(s): {', '.join(missing[:10])}"
+        )
+    categories = {
+        f.name: [str(c) for c in (f.categories or list(frame[f.name].cat.categories))]
+        for f in features
+        if f.kind == "categorical"
+    }
+    shell = RiskModel(task=config.task, booster=None, features=names, categories=categories)
+    X = shell.prepare(frame)
+    y = frame["label"].to_numpy(dtype="int64")
+    split = time_split(frame["as_of"], y, config.split)
+    tr, va = split.mask("train"), split.mask("valid")
+    monotone = constraints_for(features, config.monotone_constraints)
+
+    sample = np.flatnonzero(tr)
+    limit = config.tuning.sample_rows
+    if limit is not None and len(sample) > limit:
+        sample = np.sort(np.random.default_rng(seed).choice(sample, size=limit, replace=False))
+    tuning_data = FitData(X.iloc[sample], y[sample], X.loc[va], y[va], monotone)
+    tuning = tune(
+        tuning_data,
+        config,
+        seed=seed,
+        study_name=study_name or f"{config.task}-adhoc-seed{seed}",
+        storage=storage,
+        trials=trials if trials is not None else config.tuning.trials,
+        timeout=timeout if timeout is not None else config.tuning.timeout_s,
+        on_trial=on_trial,
+        progress=progress,
+    )
+    class_weight = tuning.best_params["class_weight"]
+    chosen = {k: v for k, v in tuning.best_params.items() if k != "class_weight"}
+    params = apply_class_weight({**base_params(config, seed, monotone), **chosen}, class_weight, y[tr])
+    full = FitData(X.loc[tr], y[tr], X.loc[va], y[va], monotone)
+    booster = fit_booster(params, full, config.num_boost_round, config.early_stopping_rounds)
+    best_iteration = booster.best_iteration or booster.current_iteration()
+    # keep only the trees up to the best iteration, so the saved file and the booster in memory agree
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best_iteration))
+
+    raw_valid = 1.0 / (1.0 + np.exp(-booster.predict(X.loc[va], raw_score=True)))
+    calibration = choose_calibrator(
+        raw_valid,
+        y[va],
+        list(config.calibration.methods),
+        config.calibration.folds,
+        config.calibration.ece_bins,
+    )
+    model = RiskModel(
+        task=config.task,
+        booster=booster,
+        features=names,
+        categories=categories,
+        calibrator=calibration.calibrator,
+        metadata={
+            **(metadata or {}),
+            "best_iteration": int(best_iteration),
+            "class_weight": class_weight,
+            "params": {k: v for k, v in params.items() if k != "monotone_constraints"},
+            "monotone_constraints": dict(zip(names, monotone, strict=True)),
+            "calibration": calibration.method,
+            "split": split.describe(),
+            "primary_metric": config.primary_metric,
+            "review_capacity": config.review_capacity,
+            "credit_score": config.credit_score.model_dump() if config.credit_score else None,
+        },
+    )
+    return Fitted(model, split, tuning, calibration, class_weight, params)
+
+
+def evaluate(
+    model: RiskModel, frame: pd.DataFrame, config: TrainingConfig, oracle: np.ndarray | None
+) -> tuple[dict[str, float], dict[str, float] | None, float | None, np.ndarray]:
+    """Test metrics of the model and, where truth is known, of the oracle on the same rows."""
+    y = frame["label"].to_numpy(dtype="int64")
+    p = model.predict_proba(frame)
+    metrics = classification_metrics(y, p, config.review_capacity, config.calibration.ece_bins)
+    metrics["ece_uncalibrated"] = expected_calibration_error(
+        y, model.predict_uncalibrated(frame), config.calibration.ece_bins
+    )
+    if oracle is None or np.isnan(oracle).all():
+        return metrics, None, None, p
+    known = ~np.isnan(oracle)
+    oracle_metrics = classification_metrics(
+        y[known], oracle[known], config.review_capacity, config.calibration.ece_bins
+    )
+    oracle_metrics["rows_without_truth"] = float((~known).sum())
+    model_on_known = classification_metrics(y[known], p[known], config.review_capacity)["roc_auc"]
+    return metrics, oracle_metrics, oracle_share(model_on_known, oracle_metrics["roc_auc"]), p
+
+
+def _example(frame: pd.DataFrame, model: RiskModel, rows: int = 5) -> pd.DataFrame:
+    """A small input example with plain dtypes (categoricals as strings) for the MLflow signature."""
+    out = frame.loc[:, model.features].head(rows).copy()
+    for name in model.features:
+        if name in model.categories:
+            out[name] = out[name].astype("object").where(out[name].notna(), None)
+        else:
+            out[name] = pd.to_numeric(out[name], errors="coerce").astype("float64")
+    return out.reset_index(drop=True)
+
+
+def features_table(features: list[Any]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "name": f.name,
+                "entity": f.entity,
+                "group": f.group,
+                "kind": f.kind,
+                "direction": f.direction,
+                "description": f.description,
+            }
+            for f in features
+        ]
+    )
+
+
+def credit_grade_table(p: np.ndarray, y: np.ndarray, config: TrainingConfig) -> pd.DataFrame:
+    """Test rows per credit grade with their observed default rate (merchant credit only)."""
+    from safetyml.credit_score import credit_grade, credit_points
+
+    grades = credit_grade(credit_points(p, config.credit_score), config.credit_score)
+    df = pd.DataFrame({"grade": grades, "label": y, "p": p})
+    return (
+        df.groupby("grade")
+        .agg(
+            rows=("label", "size"),
+            defaults=("label", "sum"),
+            default_rate=("label", "mean"),
+            mean_pd=("p", "mean"),
+        )
+        .reset_index()
+    )
+
+
+# ------------------------------------------------------------------------------------------ train
+
+
+def train(
+    task: str,
+    data_dir: Path,
+    trials: int | None = None,
+    timeout: float | None = None,
+    seed: int = 0,
+    config_overrides: dict | None = None,
+    experiment: str | None = None,
+    register: bool = True,
+    progress: bool = True,
+    tables: Any = None,
+) -> TrainingResult:
+    """Train, evaluate, log to MLflow and (``register=True``) register a new challenger version.
+
+    The first version of a registered model also becomes champion; later ones wait for
+    ``safetyml promote``.
+    """
+    from safetyml import tracking
+    from safetyml.features.definitions import load_feature_set
+    from safetyml.tables import load_tables
+
+    started = time.perf_counter()
+    config = load_training_config(task, config_overrides)
+    data_dir = Path(data_dir)
+    fs = load_feature_set()
+    features = select_features(fs, config)
+    if tables is None:
+        tables = load_tables(data_dir)
+    frame, notes = usable_rows(build_task_frame(tables, fs, config), config)
+    timings = {"seconds_load_and_frame": time.perf_counter() - started}
+    data_fp = data_fingerprint(data_dir)
+    experiment = experiment or config.mlflow_experiment
+    storage = f"sqlite:///{paths.home() / 'optuna.db'}"
+    study_name = study_name_for(config, data_fp, seed)
+    trials_budget = trials if trials is not None else config.tuning.trials
+
+    tags = {
+        "safetyml.task": task,
+        "safetyml.data_fingerprint": data_fp,
+        "safetyml.feature_set_version": fs.version,
+        "safetyml.config_fingerprint": config.fingerprint(),
+        "safetyml.optuna_study": study_name,
+        "mlflow.source.git.commit": tracking.git_commit(),
+    }
+    run_name = f"{task}-seed{seed}-{time.strftime('%Y%m%dT%H%M%S')}"
+    with tracking.start_run(experiment, run_name, tags) as run:
+        run.log_params(
+            {
+                "config": config.model_dump(mode="json"),
+                "seed": seed,
+                "trials": trials_budget,
+                "timeout_s": timeout if timeout is not None else config.tuning.timeout_s,
+                "data_dir": str(data_dir.resolve()),
+                "data_fingerprint": data_fp,
+                "feature_set_version": fs.version,
+                "n_features": len(features),
+                "optuna_storage": storage,
+                "optuna_study": study_name,
+            }
+        )
+        run.log_dict(config.model_dump(mode="json"), "config/training_config.json")
+        feats = features_table(features)
+        run.log_dict(feats.to_dict(orient="records"), "features/features.json")
+        run.log_text(feats.to_csv(index=False), "features/features.csv")
+        metric = config.primary_metric
+
+        def on_trial(info: dict[str, Any]) -> None:
+            metrics = {f"valid_{metric}": info["value"]} if info["value"] is not None else {}
+            if info.get("best_iteration") is not None:
+                metrics["best_iteration"] = info["best_iteration"]
+            if info.get("last_step") is not None:
+                metrics["last_reported_round"] = info["last_step"]
+            run.child(
+                f"trial-{info['number']}",
+                info["params"],
+                metrics,
+                {"optuna.state": info["state"], "optuna.trial": info["number"]},
+            )
+
+        fit_started = time.perf_counter()
+        fitted = fit_model(
+            frame,
+            features,
+            config,
+            seed=seed,
+            trials=trials_budget,
+            timeout=timeout,
+            storage=storage,
+            study_name=study_name,
+            on_trial=on_trial,
+            progress=progress,
+            metadata={
+                "feature_set_version": fs.version,
+                "data_fingerprint": data_fp,
+                "seed": seed,
+                "config_fingerprint": config.fingerprint(),
+                "registered_model_name": config.registered_model_name,
+            },
+        )
+        model, split = fitted.model, fitted.split
+        timings["seconds_tune_fit_calibrate"] = time.perf_counter() - fit_started
+        test = frame.loc[split.mask("test")].reset_index(drop=True)
+        oracle = oracle_probabilities(data_dir, test, config)
+        metrics, oracle_metrics, share, p_test = evaluate(model, test, config, oracle)
+        y_test = test["label"].to_numpy(dtype="int64")
+        lift = lift_by_decile(y_test, p_test)
+        counts = split.counts()
+        split_info = {
+            **split.describe(),
+            **{f"rows_{k}": v for k, v in counts.items()},
+            **{
+                f"positives_{k}": int(frame.loc[split.mask(k), "label"].sum())
+                for k in ("train", "valid", "test")
+            },
+        }
+        notes.update({"data_dir": str(data_dir)})
+
+        run.log_params(
+            {
+                "split": split_info,
+                "best": fitted.tuning.best_params,
+                "class_weight": fitted.class_weight,
+                "calibration": fitted.calibration.method,
+                "best_iteration": model.metadata["best_iteration"],
+            }
+        )
+        run.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        if oracle_metrics:
+            run.log_metrics({f"oracle_{k}": v for k, v in oracle_metrics.items()})
+            run.log_metrics({"oracle_share": share})
+        run.log_metrics(
+            {
+                f"valid_best_{metric}": fitted.tuning.best_value,
+                "valid_ece_before_calibration": fitted.calibration.ece_before,
+                "valid_ece_after_calibration": fitted.calibration.ece_after,
+                **{f"calibration_cv_log_loss_{k}": v for k, v in fitted.calibration.cv_log_loss.items()},
+                "trials_complete": fitted.tuning.trials_complete,
+                "trials_pruned": fitted.tuning.trials_pruned,
+                **{k: v for k, v in notes.items() if isinstance(v, int)},
+            }
+        )
+        with tempfile.TemporaryDirectory(prefix="safetyml-train-") as tmp:
+            tmp_path = Path(tmp)
+            scores = {"model": p_test}
+            if oracle is not None and not np.isnan(oracle).any():
+                scores["oracle (truth)"] = oracle
+            plots = tracking_plots(y_test, scores, tmp_path / "plots", task)
+            run.log_artifacts(plots, "plots")
+            lift.to_csv(tmp_path / "lift_by_decile.csv", index=False)
+            pd.DataFrame(fitted.tuning.trials).to_csv(tmp_path / "optuna_trials.csv", index=False)
+            extra = [tmp_path / "lift_by_decile.csv", tmp_path / "optuna_trials.csv"]
+            if config.credit_score is not None:
+                credit_grade_table(p_test, y_test, config).to_csv(
+                    tmp_path / "credit_grades_test.csv", index=False
+                )
+                extra.append(tmp_path / "credit_grades_test.csv")
+            run.log_artifacts(extra, "evaluation")
+            model_dir = model.save(tmp_path / "model")
+            example = _example(test, model)
+            model_uri = run.log_model(model_dir, example, model.predict_proba(example))
+
+        version, promoted = None, False
+        if register:
+            version = tracking.register(
+                model_uri,
+                config.registered_model_name,
+                run.run_id,
+                tags={
+                    "task": task,
+                    f"test_{metric}": f"{metrics[metric]:.6f}",
+                    "data_fingerprint": data_fp,
+                    "feature_set_version": fs.version,
+                    "seed": seed,
+                },
+                alias="challenger",
+            )
+            from safetyml.training.promote import promote_first_if_no_champion
+
+            promoted = promote_first_if_no_champion(task, config.registered_model_name, version)
+            run.set_tags({"safetyml.registered_version": version})
+        seconds = time.perf_counter() - started
+        timings["seconds_total"] = seconds
+        run.log_metrics(timings)
+        notes.update({k: round(v, 1) for k, v in timings.items()})
+
+    return TrainingResult(
+        task=task,
+        model=model,
+        metrics=metrics,
+        oracle_metrics=oracle_metrics,
+        oracle_share=share,
+        model_version=version,
+        run_id=run.run_id,
+        experiment=experiment,
+        config=config,
+        split=split_info,
+        tuning=fitted.tuning,
+        calibration=fitted.calibration,
+        class_weight=fitted.class_weight,
+        lift=lift,
+        notes=notes,
+        test_frame=test,
+        promoted=promoted,
+        seconds=seconds,
+    )
+
+
+def tracking_plots(y: np.ndarray, scores: dict[str, np.ndarray], out_dir: Path, task: str) -> list[Path]:
+    from safetyml.training.plots import evaluation_plots
+
+    return evaluation_plots(y, scores, out_dir, task)
