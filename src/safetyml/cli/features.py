@@ -1,0 +1,155 @@
+"""Commands for features: ``features list``, ``features build TASK`` and ``features materialize``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from safetyml.cli.common import fail
+
+console = Console()
+features_app = typer.Typer(
+    help="Feature definitions, training frames and the online store.", no_args_is_help=True
+)
+
+
+def _feature_set(features_dir: Path | None):
+    from safetyml.features.definitions import FeatureDefinitionError, load_feature_set
+
+    try:
+        return load_feature_set(features_dir)
+    except FeatureDefinitionError as exc:
+        fail(str(exc))
+
+
+def _tables(data: Path, on_invalid: str):
+    from safetyml.tables import ContractError, load_tables
+
+    if on_invalid not in ("raise", "quarantine"):
+        fail(f"--on-invalid must be raise or quarantine, not {on_invalid!r}")
+    try:
+        return load_tables(data, on_invalid=on_invalid)
+    except (ContractError, FileNotFoundError) as exc:
+        fail(str(exc))
+
+
+@features_app.command("list")
+def list_features(
+    task: str | None = typer.Option(None, "--task", help="Only the model columns of this task."),
+    features_dir: Path | None = typer.Option(
+        None, "--features-dir", help="Definitions folder (default features/)."
+    ),
+) -> None:
+    """Print the feature definitions as a table."""
+    from safetyml.features.definitions import TASKS
+
+    fs = _feature_set(features_dir)
+    if task is not None and task not in TASKS:
+        fail(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    if task:
+        rows = [(d, d.name) for d in fs.for_task(task)]
+        title = f"{task}: {len(rows)} model columns (definitions {fs.version})"
+    else:
+        rows = [(d, d.name) for d in fs.definitions]
+        title = f"{len(rows)} feature columns (definitions {fs.version})"
+    table = Table("name", "entity", "agg", "kind", "window", "direction", "description", title=title)
+    for d, name in rows:
+        direction = {1: "+1 risk", -1: "-1 risk", 0: "0"}[d.direction]
+        table.add_row(name, d.entity, d.agg, d.kind, d.window or "-", direction, d.description)
+    console.print(table)
+
+
+@features_app.command("build")
+def build(
+    task: str = typer.Argument(..., help="incident_risk or merchant_credit."),
+    data: Path = typer.Option(..., "--data", help="Data folder with one file per table."),
+    out: Path = typer.Option(..., "--out", help="Parquet file to write the frame to."),
+    on_invalid: str = typer.Option("raise", "--on-invalid", help="raise: stop on invalid rows; quarantine."),
+    label_min_severity: int = typer.Option(
+        1, help="incident_risk: least severity that makes a positive label."
+    ),
+    horizon_days: int = typer.Option(90, help="merchant_credit: label horizon in days."),
+    min_history_days: int = typer.Option(60, help="merchant_credit: flag snapshots with less history."),
+    features_dir: Path | None = typer.Option(
+        None, "--features-dir", help="Definitions folder (default features/)."
+    ),
+) -> None:
+    """Build a training frame (keys, as_of, label, features) and write it as Parquet."""
+    from safetyml.features.definitions import TASKS
+    from safetyml.features.frames import build_frame
+
+    if task not in TASKS:
+        fail(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    fs = _feature_set(features_dir)
+    tables = _tables(data, on_invalid)
+    start = time.perf_counter()
+    with console.status(f"building the {task} frame…"):
+        frame = build_frame(
+            task,
+            tables,
+            fs,
+            label_min_severity=label_min_severity,
+            horizon_days=horizon_days,
+            min_history_days=min_history_days,
+        )
+    seconds = time.perf_counter() - start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    positives = int(frame["label"].sum())
+    console.print(
+        f"{task}: {len(frame):,} rows, {positives:,} positives ({positives / max(len(frame), 1):.2%}), "
+        f"{len(fs.for_task(task))} features, built in {seconds:.1f} s → {out}"
+    )
+    if task == "merchant_credit":
+        console.print(
+            f"  immature labels: {int((~frame['label_mature']).sum()):,} rows; "
+            f"insufficient history: {int(frame['insufficient_history'].sum()):,} rows (flagged, kept)"
+        )
+
+
+@features_app.command("materialize")
+def materialize_cmd(
+    data: Path = typer.Option(..., "--data", help="Data folder with one file per table."),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="Timestamp (UTC if no zone); default: after the last event."
+    ),
+    store_path: Path | None = typer.Option(
+        None, "--store", help="SQLite file (default SAFETYML_HOME/online_store.sqlite)."
+    ),
+    on_invalid: str = typer.Option("raise", "--on-invalid", help="raise: stop on invalid rows; quarantine."),
+    features_dir: Path | None = typer.Option(
+        None, "--features-dir", help="Definitions folder (default features/)."
+    ),
+) -> None:
+    """Write the latest feature vector of every rider, merchant and zone to the online store."""
+    import pandas as pd
+
+    from safetyml.features.online import OnlineStore, materialize
+
+    stamp = None
+    if as_of is not None:
+        try:
+            stamp = pd.Timestamp(as_of)
+        except ValueError:
+            fail(f"--as-of {as_of!r} is not a timestamp (e.g. 2026-09-01 or 2026-09-01T12:00Z)")
+    fs = _feature_set(features_dir)
+    tables = _tables(data, on_invalid)
+    start = time.perf_counter()
+    with OnlineStore.open(store_path) as store, console.status("materializing…"):
+        meta = materialize(tables, fs, as_of=stamp, store=store)
+    table = Table("entity", "rows", title="online store")
+    for entity, rows in meta["rows"].items():
+        table.add_row(entity, f"{rows:,}")
+    console.print(table)
+    console.print(
+        f"{meta['path']}: as_of {meta['as_of']}, definitions version {meta['version']}, "
+        f"{time.perf_counter() - start:.1f} s"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(features_app, name="features")

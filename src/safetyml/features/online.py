@@ -1,0 +1,246 @@
+"""The online store: the latest feature vector of every rider, merchant and zone in embedded SQLite.
+
+One table per entity (``id`` primary key, one column per feature, plus ``city`` for merchants, zones and
+cities) and a ``metadata`` table with the as_of and the definitions' version hash. SQLite because it ships
+with Python, needs no server, and a primary-key lookup on an open connection takes a few microseconds.
+The ``city`` entity holds the city-level zone values used for trips whose zone is unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from safetyml import paths
+from safetyml.features import zones
+from safetyml.features.definitions import FeatureSet, load_feature_set
+
+STORE_FILE = "online_store.sqlite"
+ENTITIES = ("rider", "merchant", "zone", "city")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_BULK = 2_000  # above this many ids, read the whole table once instead of IN (...) queries
+
+
+class OnlineStore:
+    """Feature vectors by entity id in one SQLite file; keep one instance open for fast lookups."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS metadata (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._conn.commit()
+        self._lock = threading.Lock()
+        self._schema: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def open(cls, path: Path | str | None = None) -> OnlineStore:
+        """Open (creating if needed) the store; default ``SAFETYML_HOME/online_store.sqlite``."""
+        return cls(Path(path) if path is not None else paths.home() / STORE_FILE)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> OnlineStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------ write
+    def write(self, entity: str, frame: pd.DataFrame, as_of: Any, version: str) -> int:
+        """Replace the entity's table with ``frame`` (index = id; a ``city`` column is kept as a key)."""
+        _check_name(entity)
+        columns = [str(c) for c in frame.columns]
+        for column in columns:
+            _check_name(column)
+        kinds = {c: ("text" if _is_text(frame[c]) else "real") for c in columns}
+        table = _table(entity)
+        ddl = ", ".join(f'"{c}" {"TEXT" if kinds[c] == "text" else "REAL"}' for c in columns)
+        values = [frame.index.astype("str").to_numpy(dtype=object)]
+        for c in columns:
+            if kinds[c] == "text":
+                col = pd.Series(frame[c], dtype="object").to_numpy()
+                values.append(np.array([None if _missing(v) else str(v) for v in col], dtype=object))
+            else:
+                col = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                values.append(np.where(np.isnan(col), None, col).astype(object))
+        rows = list(zip(*values, strict=True)) if len(frame) else []
+        placeholders = ", ".join("?" * (len(columns) + 1))
+        stamp = pd.Timestamp(as_of)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        meta = {"as_of": stamp.isoformat(), "version": version, "rows": len(frame), "kinds": kinds}
+        with self._lock, self._conn:
+            self._conn.execute(f"DROP TABLE IF EXISTS {table}")
+            self._conn.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY{', ' + ddl if ddl else ''})")
+            self._conn.executemany(f"INSERT INTO {table} VALUES ({placeholders})", rows)
+            self._conn.execute(
+                "INSERT OR REPLACE INTO metadata VALUES (?, ?)", (f"entity:{entity}", json.dumps(meta))
+            )
+            self._conn.execute("INSERT OR REPLACE INTO metadata VALUES ('as_of', ?)", (meta["as_of"],))
+            self._conn.execute("INSERT OR REPLACE INTO metadata VALUES ('version', ?)", (version,))
+        self._schema.pop(entity, None)
+        return len(frame)
+
+    # ------------------------------------------------------------------------------------------ read
+    def _entity_meta(self, entity: str) -> dict[str, Any]:
+        if entity not in self._schema:
+            _check_name(entity)
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT value FROM metadata WHERE key = ?", (f"entity:{entity}",)
+                ).fetchone()
+            if row is None:
+                raise KeyError(
+                    f"the online store {self.path} has no {entity!r} table; "
+                    "run `safetyml features materialize`"
+                )
+            meta = json.loads(row[0])
+            meta["columns"] = list(meta["kinds"])
+            meta["sql_one"] = f"SELECT * FROM {_table(entity)} WHERE id = ?"
+            self._schema[entity] = meta
+        return self._schema[entity]
+
+    def get(self, entity: str, ids: Any, with_city: bool = False) -> pd.DataFrame:
+        """Vectors of the given ids, indexed by id (unknown ids are absent); ``city`` only if asked."""
+        meta = self._entity_meta(entity)
+        wanted = [str(i) for i in pd.Series(ids, dtype="object").dropna().unique()]
+        columns = meta["columns"]
+        if len(wanted) > _BULK:
+            with self._lock:
+                rows = self._conn.execute(f"SELECT * FROM {_table(entity)}").fetchall()
+        else:
+            rows = []
+            with self._lock:
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start : start + 500]
+                    marks = ", ".join("?" * len(chunk))
+                    rows += self._conn.execute(
+                        f"SELECT * FROM {_table(entity)} WHERE id IN ({marks})", chunk
+                    ).fetchall()
+        if len(wanted) > _BULK:
+            keep = set(wanted)
+            rows = [r for r in rows if r[0] in keep]
+        kinds = meta["kinds"]
+        names = [c for c in columns if with_city or c != "city"]
+        values = list(zip(*rows, strict=True)) if rows else [()] * (len(columns) + 1)
+        data = {}
+        for c, col in zip(columns, values[1:], strict=True):
+            if c in names:
+                data[c] = (
+                    np.array(col, dtype=object) if kinds[c] == "text" else np.array(col, dtype="float64")
+                )
+        return pd.DataFrame(data, index=pd.Index(list(values[0]), dtype="object", name="id"), columns=names)
+
+    def get_one(self, entity: str, entity_id: str) -> dict[str, Any] | None:
+        """One vector as a dict (the fastest path for a single real-time request); None if unknown."""
+        meta = self._entity_meta(entity)
+        with self._lock:
+            row = self._conn.execute(meta["sql_one"], (str(entity_id),)).fetchone()
+        if row is None:
+            return None
+        return {
+            c: (np.nan if v is None and meta["kinds"][c] == "real" else v)
+            for c, v in zip(meta["columns"], row[1:], strict=True)
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        """as_of, definitions version and row counts of what was last materialized."""
+        with self._lock:
+            rows = dict(self._conn.execute("SELECT key, value FROM metadata").fetchall())
+        counts = {
+            k.split(":", 1)[1]: json.loads(v)["rows"] for k, v in rows.items() if k.startswith("entity:")
+        }
+        return {
+            "as_of": rows.get("as_of"),
+            "version": rows.get("version"),
+            "rows": counts,
+            "path": str(self.path),
+        }
+
+
+def _table(entity: str) -> str:
+    return f"features_{entity}"
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ValueError(f"online store: {name!r} is not a valid entity or column name (lower_snake_case)")
+
+
+def _is_text(values: pd.Series) -> bool:
+    return isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
+
+
+# ---------------------------------------------------------------------------------------------- materialize
+
+
+def default_as_of(tables: Any) -> pd.Timestamp:
+    """The first whole minute after the last event in the data, so every event counts."""
+    from safetyml.features.engine import max_event_time
+
+    return (max_event_time(tables) + pd.Timedelta(microseconds=1)).ceil("min")
+
+
+def entity_vectors(engine: Any, as_of: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """Every rider, merchant, zone (seen cells and their neighbours) and city as of one time."""
+    fs = engine.fs
+    ev = engine.events
+    out: dict[str, pd.DataFrame] = {}
+    for entity, key in (("rider", "rider_id"), ("merchant", "merchant_id")):
+        table = ev.riders if entity == "rider" else ev.merchants
+        ids = table[key].astype("str").to_numpy()
+        frame = engine.compute(entity, ids, as_of)
+        frame.index = pd.Index(ids, name="id")
+        if entity == "merchant":
+            frame["city"] = table["city"].astype("str").to_numpy()
+        out[entity] = frame
+    if "zone" in fs.files:
+        seen = engine.index["zone"].to_numpy()
+        disk = zones.neighbours(seen).ravel()
+        cell_ids = np.unique(np.concatenate([seen, disk[disk != zones.NO_CELL]]))
+        cells = pd.DataFrame({"cell": cell_ids, "city": zones.nearest_city(cell_ids)})
+        frame = engine.compute("zone", cells["cell"].to_numpy(), as_of, city=cells["city"])
+        frame.index = pd.Index(zones.to_str(cells["cell"].to_numpy()).to_numpy(), name="id")
+        frame["city"] = cells["city"].astype("str").to_numpy()
+        out["zone"] = frame
+        city_ids = np.asarray(engine.index["city"], dtype=object)
+        city_frame = engine.compute("zone", np.zeros(len(city_ids), dtype=np.int64), as_of, city=city_ids)
+        city_frame.index = pd.Index(city_ids.astype(str), name="id")
+        out["city"] = city_frame
+    return out
+
+
+def materialize(
+    tables: Any,
+    fs: FeatureSet | None = None,
+    as_of: Any = None,
+    store: OnlineStore | None = None,
+    engine: Any = None,
+) -> dict[str, Any]:
+    """Write the latest vector of every rider, merchant, zone (and city fallback) as of ``as_of``.
+
+    ``as_of`` defaults to just after the last event in the data. Returns the store's metadata.
+    """
+    from safetyml.features.engine import FeatureEngine
+
+    fs = fs or load_feature_set()
+    stamp = default_as_of(tables) if as_of is None else pd.Timestamp(as_of)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    engine = engine or FeatureEngine(tables, fs)
+    store = store or OnlineStore.open()
+    for entity, frame in entity_vectors(engine, stamp).items():
+        store.write(entity, frame, stamp, fs.version)
+    return store.metadata()
