@@ -1,0 +1,781 @@
+"""Zone risk maps: expected and observed incident risk per H3 zone and time band, hotspots, drivers.
+
+A **zone** is the H3 cell (resolution 8) of a trip's pickup *or* drop-off: a trip counts in each distinct
+cell it touches (once when both ends share a cell). Incidents happen at both ends, and an operations team
+restricts a place whatever the direction of the trip.
+
+For each city, time band (``day``, ``night`` in the city's local time, and ``all``) and zone:
+
+- over the **window** (``--window``, default 7 days before ``as_of``): trips, expected incidents (sum of
+  the incident model's calibrated probabilities), observed incidents (of those trips, reported by as_of);
+- over the **evidence** period (``evidence``, default 56 days before ``as_of``, never shorter than the
+  window): the zone's **risk multiplier** ``risk_ratio`` — how many times the city-band incident rate
+  trips touching the zone have, with each incident attributed jointly to both ends of its trip
+  (:func:`~safetyml.batch.hotspots.two_way_multipliers`) — a Getis-Ord Gi* z-score of the multiplier
+  over the H3 neighbour graph, a one-sided Poisson test of the zone's own incidents against its
+  expectation, each with a Benjamini-Hochberg correction per (city, band), and a tier from the
+  multiplier;
+- the main drivers of flagged zones: the SHAP of their window trips, summed by feature group, minus the
+  city-band average (what makes this place riskier than the city), as reason codes.
+
+A zone is **flagged** (a hotspot) when its own incidents exceed their expectation significantly after
+FDR (``flag_test="own"``, the default), *and* its tier is in ``flag_tiers`` *and* it has at least
+``min_trips`` evidence trips. ``hot_cluster`` marks zones whose Gi* neighbourhood is significant. Gi*
+can be made part of the flag (``flag_test="gi"`` or ``"own_or_gi"``); on the simulated medium preset it
+added more ordinary neighbours of hot cells than hot cells (benchmarks/bench_hotspots.py prints all
+three), because planted hot zones are clusters of only 2-3 cells. A week of incidents is too thin to
+test a cell (about one incident per zone), hence the longer evidence period. Thresholds live in
+:class:`ZoneConfig` (YAML-loadable), not in code.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from safetyml import cities
+from safetyml.batch.hotspots import fdr_bh, getis_ord_star, two_way_multipliers
+
+log = logging.getLogger(__name__)
+
+TASK = "incident_risk"
+ZONE_COLUMNS = (
+    "city",
+    "band",
+    "h3",
+    "trips",
+    "expected_incidents",
+    "expected_rate",
+    "observed_incidents",
+    "observed_rate",
+    "evidence_trips",
+    "evidence_incidents",
+    "evidence_expected",
+    "city_rate",
+    "risk_ratio",
+    "gi_z",
+    "gi_p",
+    "gi_q",
+    "own_p",
+    "own_q",
+    "tier",
+    "flagged",
+    "drivers",
+)
+
+
+class Tier(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    min_ratio: float = Field(ge=0, description="lowest risk ratio (zone ÷ city-band rate) of this tier")
+
+
+class ZoneConfig(BaseModel):
+    """How zones are built, tiered and flagged. Defaults are the documented method; override via YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    zone_by: Literal["both", "pickup", "dropoff"] = "both"
+    night_start_hour: int = Field(20, ge=0, le=23, description="local hour the night band starts")
+    night_end_hour: int = Field(6, ge=0, le=23, description="local hour the night band ends (exclusive)")
+    include_all_band: bool = True
+    neighbour_k: int = Field(1, ge=1, le=3, description="grid_disk k of the Gi* neighbourhood")
+    evidence: str = Field("56d", description="period before as_of whose incidents estimate the multipliers")
+    prior_incidents: float = Field(2.0, gt=0, description="Gamma prior strength of a zone multiplier")
+    fdr_alpha: float = Field(0.05, gt=0, lt=1)
+    flag_test: Literal["own", "gi", "own_or_gi"] = Field(
+        "own",
+        description="significance a flag needs: the zone's own incidents, its Gi* neighbourhood, or either",
+    )
+    tiers: list[Tier] = Field(
+        default_factory=lambda: [
+            Tier(name="low", min_ratio=0.0),
+            Tier(name="normal", min_ratio=0.8),
+            Tier(name="elevated", min_ratio=1.3),
+            Tier(name="high", min_ratio=2.0),
+            Tier(name="very_high", min_ratio=3.0),
+        ]
+    )
+    flag_tiers: list[str] = Field(default_factory=lambda: ["high", "very_high"])
+    min_trips: int = Field(
+        30, ge=1, description="fewest evidence trips in the zone-band for it to be flagged"
+    )
+    drivers_k: int = Field(3, ge=1, le=10)
+    driver_tiers: list[str] = Field(
+        default_factory=lambda: ["very_high"],
+        description="tiers whose zones get drivers computed (flagged zones always do)",
+    )
+    driver_sample: int = Field(100, ge=10, description="most trips per zone whose SHAP is computed")
+    baseline_sample: int = Field(1000, ge=100, description="most trips per city-band for the SHAP baseline")
+    seed: int = 0
+
+    @field_validator("tiers")
+    @classmethod
+    def _increasing(cls, tiers: list[Tier]) -> list[Tier]:
+        ratios = [t.min_ratio for t in tiers]
+        if not tiers or ratios[0] != 0.0 or any(b <= a for a, b in zip(ratios, ratios[1:], strict=False)):
+            raise ValueError(f"tiers: min_ratio must start at 0 and strictly increase, got {ratios}")
+        return tiers
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> ZoneConfig:
+        """Read a zone config YAML file (any subset of the fields)."""
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            return cls.model_validate(raw)
+        except Exception as exc:
+            raise ValueError(f"{path}: invalid zone config: {exc}") from exc
+
+    def tier_of(self, ratio: np.ndarray) -> np.ndarray:
+        bounds = np.array([t.min_ratio for t in self.tiers[1:]])
+        names = np.array([t.name for t in self.tiers], dtype=object)
+        return names[np.searchsorted(bounds, np.nan_to_num(np.asarray(ratio, dtype="float64")), side="right")]
+
+
+# ---------------------------------------------------------------------------------------------- pure steps
+
+
+def time_band(requested_at: pd.Series, city: pd.Series, config: ZoneConfig) -> np.ndarray:
+    """``"night"`` or ``"day"`` per trip, from the local hour in each trip's city time zone."""
+    ts = pd.to_datetime(requested_at, utc=True)
+    hour = np.full(len(ts), -1, dtype=np.int64)
+    city_values = city.astype("object").to_numpy()
+    for name in pd.unique(city_values):
+        rows = city_values == name
+        hour[rows] = ts[rows].dt.tz_convert(cities.timezone_of(str(name))).dt.hour.to_numpy()
+    start, end = config.night_start_hour, config.night_end_hour
+    night = (hour >= start) | (hour < end) if start > end else (hour >= start) & (hour < end)
+    return np.where(night, "night", "day").astype(object)
+
+
+def zone_memberships(trips: pd.DataFrame, zone_by: str = "both") -> pd.DataFrame:
+    """One row per (trip position ``row``, zone ``h3``): the cells a trip counts in."""
+    parts = []
+    if zone_by in ("both", "pickup"):
+        parts.append(pd.DataFrame({"row": np.arange(len(trips)), "h3": trips["pickup_h3"].to_numpy()}))
+    if zone_by in ("both", "dropoff"):
+        parts.append(pd.DataFrame({"row": np.arange(len(trips)), "h3": trips["dropoff_h3"].to_numpy()}))
+    long = pd.concat(parts, ignore_index=True)
+    long = long[long["h3"].notna()]
+    long["h3"] = long["h3"].astype("str")
+    return (
+        long.drop_duplicates(["row", "h3"]).sort_values(["row", "h3"], kind="stable").reset_index(drop=True)
+    )
+
+
+def band_memberships(trips: pd.DataFrame, config: ZoneConfig) -> pd.DataFrame:
+    """Memberships with ``city`` and ``band``; trips also count in the ``all`` band when configured."""
+    long = zone_memberships(trips, config.zone_by)
+    long["city"] = trips["city"].astype("str").to_numpy()[long["row"].to_numpy()]
+    long["band"] = np.asarray(trips["band"].to_numpy(), dtype=object)[long["row"].to_numpy()]
+    if config.include_all_band:
+        long = pd.concat([long, long.assign(band="all")], ignore_index=True)
+    return long
+
+
+def aggregate_zones(trips: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
+    """Trips, expected and observed incidents per (city, band, h3) of the window."""
+    rows = members["row"].to_numpy()
+    frame = members.assign(
+        probability=trips["probability"].to_numpy(dtype="float64")[rows],
+        observed=trips["observed"].to_numpy(dtype="float64")[rows],
+    )
+    zones = (
+        frame.groupby(["city", "band", "h3"], sort=True)
+        .agg(
+            trips=("row", "size"),
+            expected_incidents=("probability", "sum"),
+            observed_incidents=("observed", "sum"),
+        )
+        .reset_index()
+    )
+    zones["trips"] = zones["trips"].astype("int64")
+    zones["observed_incidents"] = zones["observed_incidents"].astype("int64")
+    zones["expected_rate"] = zones["expected_incidents"] / zones["trips"]
+    zones["observed_rate"] = zones["observed_incidents"] / zones["trips"]
+    return zones
+
+
+def zone_evidence(trips: pd.DataFrame, config: ZoneConfig) -> pd.DataFrame:
+    """Risk multipliers and own-incident tests per (city, band, h3) from evidence trips.
+
+    ``trips`` has city, band, pickup_h3, dropoff_h3 and observed (incidents known by as_of). Each trip's
+    base expectation is its city-band incident rate; ends follow ``config.zone_by``.
+    """
+    from scipy import stats
+
+    bands = [("day",), ("night",)] + ([("day", "night")] if config.include_all_band else [])
+    out = []
+    city = trips["city"].astype("str").to_numpy()
+    band = np.asarray(trips["band"].to_numpy(), dtype=object)
+    pick = trips["pickup_h3"].astype("object").to_numpy()
+    drop = trips["dropoff_h3"].astype("object").to_numpy()
+    if config.zone_by == "pickup":
+        drop = np.full(len(trips), None, dtype=object)
+    elif config.zone_by == "dropoff":
+        pick = np.full(len(trips), None, dtype=object)
+    y = trips["observed"].to_numpy(dtype="float64")
+    for name in pd.unique(city):
+        in_city = city == name
+        for members in bands:
+            rows = np.flatnonzero(in_city & np.isin(band, members))
+            if len(rows) == 0:
+                continue
+            ends = pd.Series(np.concatenate([pick[rows], drop[rows]]), dtype="object")
+            codes, cells = pd.factorize(ends, use_na_sentinel=True)
+            ca, cb = codes[: len(rows)], codes[len(rows) :]
+            rate = y[rows].mean()
+            base = np.full(len(rows), rate)
+            theta, observed_at, expected_at = two_way_multipliers(
+                ca, cb, y[rows], base, len(cells), prior=config.prior_incidents
+            )
+            touching = np.bincount(ca[ca >= 0], minlength=len(cells)) + np.bincount(
+                cb[cb >= 0], minlength=len(cells)
+            )
+            same = (ca == cb) & (ca >= 0)
+            touching -= np.bincount(ca[same], minlength=len(cells))
+            part = pd.DataFrame(
+                {
+                    "city": name,
+                    "band": "all" if len(members) == 2 else members[0],
+                    "h3": cells.astype("str"),
+                    "evidence_trips": touching.astype("int64"),
+                    "evidence_incidents": observed_at.astype("int64"),
+                    "evidence_expected": expected_at,
+                    "city_rate": rate,
+                    "risk_ratio": theta,
+                }
+            )
+            gi = getis_ord_star(part["risk_ratio"].to_numpy(), part["h3"].tolist(), k=config.neighbour_k)
+            part["gi_z"] = gi["gi_z"].to_numpy()
+            part["gi_p"] = gi["gi_p"].to_numpy()
+            part["gi_q"] = fdr_bh(part["gi_p"].to_numpy())
+            part["own_p"] = stats.poisson.sf(
+                part["evidence_incidents"].to_numpy() - 1, part["evidence_expected"].to_numpy()
+            )
+            part["own_q"] = fdr_bh(part["own_p"].to_numpy())
+            out.append(part)
+    ev = pd.concat(out, ignore_index=True)
+    ev["tier"] = config.tier_of(ev["risk_ratio"].to_numpy())
+    own, gi = ev["own_q"] < config.fdr_alpha, ev["gi_q"] < config.fdr_alpha
+    significant = {"own": own, "gi": gi, "own_or_gi": own | gi}[config.flag_test]
+    ev["hot_cluster"] = gi
+    ev["flagged"] = (
+        significant & ev["tier"].isin(config.flag_tiers) & (ev["evidence_trips"] >= config.min_trips)
+    )
+    return ev.sort_values(["city", "band", "h3"], kind="stable").reset_index(drop=True)
+
+
+def add_hotspots(window_zones: pd.DataFrame, evidence: pd.DataFrame) -> pd.DataFrame:
+    """Join the window's figures with the evidence's multipliers and flags (zones of either; missing → 0)."""
+    keys = ["city", "band", "h3"]
+    zones = evidence.merge(window_zones, on=keys, how="outer", sort=True)
+    for col in ("trips", "observed_incidents", "evidence_trips", "evidence_incidents"):
+        zones[col] = zones[col].fillna(0).astype("int64")
+    for col in ("expected_incidents", "expected_rate", "observed_rate", "evidence_expected"):
+        zones[col] = zones[col].fillna(0.0).astype("float64")
+    zones["risk_ratio"] = zones["risk_ratio"].fillna(1.0)
+    zones["gi_z"] = zones["gi_z"].fillna(0.0)
+    for col in ("gi_p", "gi_q", "own_p", "own_q"):
+        zones[col] = zones[col].fillna(1.0)
+    zones["city_rate"] = zones.groupby(["city", "band"])["city_rate"].transform("max").fillna(0.0)
+    zones["tier"] = zones["tier"].fillna("normal")
+    zones["flagged"] = zones["flagged"].fillna(False).astype(bool)
+    zones["hot_cluster"] = zones["hot_cluster"].fillna(False).astype(bool)
+    return zones.reset_index(drop=True)
+
+
+@dataclass
+class DriverInputs:
+    """What zone drivers need: per-trip SHAP (n, p) in log-odds, the model's features and its group plan."""
+
+    phi: np.ndarray
+    features: list[str]
+    groups: list[str]
+    members: list[np.ndarray]  # feature indices of each group
+    describe: list[Any]  # per feature: value -> sentence
+    values: pd.DataFrame  # the model's features of each trip (n rows)
+
+
+def zone_drivers(
+    zones: pd.DataFrame, members: pd.DataFrame, model: Any, frame: pd.DataFrame, fs: Any, config: ZoneConfig
+) -> pd.Series:
+    """Drivers of flagged (and ``driver_tiers``) zones from the SHAP of a seeded sample of window trips.
+
+    TreeSHAP costs ~100× a prediction, so it runs on at most ``driver_sample`` trips per zone and
+    ``baseline_sample`` trips per city-band for the baseline, not on every trip of the window.
+    """
+    wanted = zones["flagged"].astype(bool) | zones["tier"].isin(config.driver_tiers)
+    empty = pd.Series([[] for _ in range(len(zones))], index=zones.index, dtype=object)
+    if not wanted.any() or len(members) == 0:
+        return empty
+    rng = np.random.default_rng(config.seed)
+    keys = ["city", "band", "h3"]
+    want_keys = pd.MultiIndex.from_frame(zones.loc[wanted, keys].astype("str"))
+    in_wanted = pd.MultiIndex.from_frame(members[keys].astype("str")).isin(want_keys)
+    shuffled = members.assign(_r=rng.random(len(members)), _w=in_wanted)
+    zone_sample = (
+        shuffled[shuffled["_w"]].sort_values("_r").groupby(keys, sort=False).head(config.driver_sample)
+    )
+    base_sample = (
+        shuffled.sort_values("_r").groupby(["city", "band"], sort=False).head(config.baseline_sample)
+    )
+    baseline = base_sample.assign(h3="__baseline__")
+    sample = pd.concat([zone_sample, baseline], ignore_index=True)
+    rows = np.unique(sample["row"].to_numpy())
+    position = np.full(len(frame), -1)
+    position[rows] = np.arange(len(rows))
+    inputs = driver_inputs(model, frame.iloc[rows].reset_index(drop=True), fs)
+    sample = sample.assign(row=position[sample["row"].to_numpy()]).drop(columns=["_r", "_w"])
+    is_base = (sample["h3"] == "__baseline__").to_numpy()
+    return drivers_from_shap(zones, sample, inputs, config, wanted, baseline_mask=is_base)
+
+
+def drivers_from_shap(
+    zones: pd.DataFrame,
+    members: pd.DataFrame,
+    inputs: DriverInputs,
+    config: ZoneConfig,
+    wanted: pd.Series,
+    baseline_mask: np.ndarray | None = None,
+) -> pd.Series:
+    """Per zone row, the top feature groups raising its trips' risk above its city-band's (a list of dicts).
+
+    ``members`` rows index ``inputs.phi``/``inputs.values``. A group's push is the mean over the zone's trips
+    of the summed SHAP of its features, minus the same mean over all trips of the city and band: what
+    makes *this place* riskier than the city. The sentence is the strongest member's description at the
+    zone's typical value (mean, or most common level). ``baseline_mask`` picks the membership rows that
+    make the city-band baselines (default: all of them).
+    """
+    result = pd.Series([[] for _ in range(len(zones))], index=zones.index, dtype=object)
+    if not wanted.any() or inputs.phi.size == 0:
+        return result
+    p = len(inputs.features)
+    onehot = np.zeros((p, len(inputs.groups)))
+    for g, idx in enumerate(inputs.members):
+        onehot[idx, g] = 1.0
+    key_cols = ["city", "band", "h3"]
+    rows = members["row"].to_numpy()
+    phi_long = inputs.phi[rows]
+    # city-band baselines (trip-weighted over memberships)
+    cb = members[["city", "band"]].astype("str").agg("|".join, axis=1).to_numpy()
+    cb_codes, cb_index = pd.factorize(cb)
+    in_base = (
+        np.ones(len(members), dtype=bool) if baseline_mask is None else np.asarray(baseline_mask, dtype=bool)
+    )
+    counts = np.bincount(cb_codes[in_base], minlength=len(cb_index)).astype("float64")
+    base = np.zeros((len(cb_index), p))
+    np.add.at(base, cb_codes[in_base], phi_long[in_base])
+    base /= np.maximum(counts, 1)[:, None]
+    # zone keys of memberships, matched to the wanted zone rows
+    key_long = pd.MultiIndex.from_frame(members[key_cols].astype("str"))
+    want_rows = zones.index[wanted.to_numpy()]
+    key_want = pd.MultiIndex.from_frame(zones.loc[want_rows, key_cols].astype("str"))
+    pos = key_want.get_indexer(key_long)
+    keep = pos >= 0
+    if not keep.any():
+        return result
+    sums = np.zeros((len(want_rows), p))
+    np.add.at(sums, pos[keep], phi_long[keep])
+    n_z = np.bincount(pos[keep], minlength=len(want_rows)).astype("float64")
+    mean = sums / np.maximum(n_z, 1)[:, None]
+    zone_cb = pd.Index(cb_index).get_indexer(
+        zones.loc[want_rows, ["city", "band"]].astype("str").agg("|".join, axis=1)
+    )
+    delta = mean - base[zone_cb]
+    grouped = delta @ onehot
+    values = inputs.values
+    for i, zone_row in enumerate(want_rows):
+        order = np.argsort(-grouped[i], kind="stable")[: config.drivers_k]
+        trip_rows = rows[keep][pos[keep] == i]
+        drivers = []
+        for g in order:
+            if grouped[i, g] <= 0:
+                break
+            idx = inputs.members[g]
+            j = int(idx[np.argmax(delta[i, idx])])
+            value = _typical(values.iloc[trip_rows, j]) if len(trip_rows) else None
+            drivers.append(
+                {
+                    "group": inputs.groups[g],
+                    "feature": inputs.features[j],
+                    "value": None if value is None else str(value),
+                    "contribution_logodds": round(float(grouped[i, g]), 4),
+                    "description": str(inputs.describe[j](value)),
+                }
+            )
+        result.at[zone_row] = drivers
+    return result
+
+
+def _typical(values: pd.Series) -> Any:
+    """The mean of a numeric column (rounded), or the most common level of a categorical one."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        mean = pd.to_numeric(values, errors="coerce").mean()
+        return None if pd.isna(mean) else round(float(mean), 4)
+    mode = values.dropna().astype("str").mode()
+    return None if mode.empty else str(mode.iloc[0])
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def recovery(
+    zones: pd.DataFrame, truth: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp
+) -> dict[str, float]:
+    """How well flagged zones recover planted hot zones active in [start, end) — strict cell matching.
+
+    A flagged cell is a true positive only if it *is* a planted cell active in the window (in its city);
+    a flagged neighbour of a planted cell counts as a false positive. Recall is over planted cells; the
+    cluster recall counts a planted cluster (connected planted cells of one kind) found if any of its
+    cells is flagged. A cell is flagged if flagged in any band.
+    """
+    import h3
+
+    active = truth[(truth["start"] < end) & (truth["end"] > start)]
+    if "city" in zones.columns and len(zones):
+        active = active[active["city"].isin(set(zones["city"]))]
+    planted = set(zip(active["city"], active["h3"], strict=True))
+    flagged_rows = zones[zones["flagged"].astype(bool)]
+    flagged = set(zip(flagged_rows["city"], flagged_rows["h3"], strict=True))
+    hit = planted & flagged
+    near = {
+        (c, z) for c, z in flagged if (c, z) in planted or any((c, n) in planted for n in h3.grid_disk(z, 1))
+    }
+    clusters = _clusters(active)
+    found = [any(cell in flagged for cell in cluster) for cluster, _ in clusters]
+    emerging = {
+        (c, z)
+        for c, z, k in zip(active["city"], active["h3"], active["kind"], strict=True)
+        if k == "emerging"
+    }
+    return {
+        "planted_cells": float(len(planted)),
+        "flagged_cells": float(len(flagged)),
+        "recall": len(hit) / len(planted) if planted else float("nan"),
+        "precision": len(hit) / len(flagged) if flagged else float("nan"),
+        "precision_within_1": len(near) / len(flagged) if flagged else float("nan"),
+        "cluster_recall": float(np.mean(found)) if found else float("nan"),
+        "emerging_recall": len(emerging & flagged) / len(emerging) if emerging else float("nan"),
+        "emerging_clusters_found": float(
+            sum(f for f, (_, kind) in zip(found, clusters, strict=True) if kind == "emerging")
+        ),
+    }
+
+
+def _clusters(active: pd.DataFrame) -> list[tuple[set[tuple[str, str]], str]]:
+    """Connected groups of planted cells (H3 adjacency, same city and kind)."""
+    import h3
+
+    out: list[tuple[set[tuple[str, str]], str]] = []
+    for (city, kind), part in active.groupby(["city", "kind"], sort=True):
+        todo = set(part["h3"])
+        while todo:
+            stack = [todo.pop()]
+            cluster = set()
+            while stack:
+                cell = stack.pop()
+                cluster.add((city, cell))
+                for n in h3.grid_disk(cell, 1):
+                    if n in todo:
+                        todo.remove(n)
+                        stack.append(n)
+            out.append((cluster, kind))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the job
+
+
+@dataclass
+class ZoneResult:
+    """The zone table and what it was computed from; printable as a short summary."""
+
+    zones: pd.DataFrame
+    as_of: pd.Timestamp
+    window_start: pd.Timestamp
+    trips: int
+    evidence_start: pd.Timestamp | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+    recovery: dict[str, float] | None = None
+    run_id: str | None = None
+
+    def __rich__(self) -> Any:
+        from rich.table import Table
+
+        table = Table(
+            title=f"zones {self.window_start:%Y-%m-%d %H:%M} → {self.as_of:%Y-%m-%d %H:%M} UTC "
+            f"({self.trips:,} trips)"
+        )
+        for col in ("city", "band", "zones", "hotspots", "expected", "observed"):
+            table.add_column(col)
+        summary = self.zones.groupby(["city", "band"], sort=True).agg(
+            zones=("h3", "size"),
+            hotspots=("flagged", "sum"),
+            expected=("expected_incidents", "sum"),
+            observed=("observed_incidents", "sum"),
+        )
+        for (city, band), row in summary.iterrows():
+            table.add_row(
+                str(city),
+                str(band),
+                f"{int(row.zones):,}",
+                f"{int(row.hotspots):,}",
+                f"{row.expected:,.1f}",
+                f"{int(row.observed):,}",
+            )
+        from rich.console import Group
+        from rich.text import Text
+
+        lines = [table]
+        for name, path in self.outputs.items():
+            lines.append(Text(f"{name}: {path}"))
+        if self.recovery:
+            r = self.recovery
+            lines.append(
+                Text(
+                    f"planted hot zones: recall {r['recall']:.2f}, precision {r['precision']:.2f} "
+                    f"(emerging recall {r['emerging_recall']:.2f})"
+                )
+            )
+        if self.run_id:
+            lines.append(Text(f"MLflow run: {self.run_id}"))
+        return Group(*lines)
+
+
+def parse_window(window: str) -> pd.Timedelta:
+    """``"7d"``/``"36h"`` → Timedelta, with a clear error."""
+    try:
+        delta = pd.Timedelta(window.replace("d", "D")) if isinstance(window, str) else pd.Timedelta(window)
+    except ValueError:
+        delta = None
+    if delta is None or delta <= pd.Timedelta(0):
+        raise ValueError(f"--window {window!r}: expected a positive duration such as 7d or 36h")
+    return delta
+
+
+def window_frame(
+    tables: Any,
+    fs: Any,
+    as_of: pd.Timestamp,
+    start: pd.Timestamp,
+    city: str | None,
+    features: Path | None = None,
+) -> pd.DataFrame:
+    """The incident model's point-in-time frame for trips requested in [start, as_of) (in one city).
+
+    Features are as of each trip's request time, so a trip's risk uses only what was known at dispatch.
+    """
+    if features is not None:
+        import pyarrow.dataset as ds
+
+        expr = (ds.field("as_of") >= start) & (ds.field("as_of") < as_of)
+        if city:
+            expr &= ds.field("city") == city
+        frame = ds.dataset(str(features), format="parquet").to_table(filter=expr).to_pandas()
+        return frame.sort_values(["as_of", "trip_id"], kind="stable").reset_index(drop=True)
+    from safetyml.features.frames import build_frame
+
+    frame = build_frame(TASK, tables, fs)
+    mask = (frame["as_of"] >= start) & (frame["as_of"] < as_of)
+    if city:
+        mask &= frame["city"] == city
+    return frame[mask.to_numpy()].reset_index(drop=True)
+
+
+def observed_counts(frame: pd.DataFrame, incidents: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
+    """Incidents linked to each frame trip and reported by ``as_of`` (known facts only)."""
+    known = incidents[(incidents["reported_at"] <= as_of) & incidents["trip_id"].notna()]
+    counts = known["trip_id"].astype("str").value_counts()
+    return frame["trip_id"].astype("str").map(counts).fillna(0).to_numpy(dtype="int64")
+
+
+def evidence_trips(
+    trips: pd.DataFrame,
+    incidents: pd.DataFrame,
+    as_of: pd.Timestamp,
+    start: pd.Timestamp,
+    city: str | None = None,
+) -> pd.DataFrame:
+    """Trips requested in [start, as_of) with their cells and incidents reported by as_of."""
+    from safetyml.features.zones import cells_of
+
+    mask = (trips["requested_at"] >= start) & (trips["requested_at"] < as_of)
+    if city:
+        mask &= trips["city"] == city
+    part = trips.loc[mask.to_numpy()]
+    out = pd.DataFrame(
+        {
+            "trip_id": part["trip_id"].to_numpy(),
+            "city": part["city"].astype("str").to_numpy(),
+            "as_of": part["requested_at"].to_numpy(),
+            "pickup_h3": cells_of(part["pickup_lat"], part["pickup_lng"]).to_numpy(),
+            "dropoff_h3": cells_of(part["dropoff_lat"], part["dropoff_lng"]).to_numpy(),
+        }
+    )
+    out["observed"] = observed_counts(out, incidents, as_of)
+    return out
+
+
+def zone_table(
+    frame: pd.DataFrame,
+    model: Any,
+    evidence: pd.DataFrame,
+    as_of: pd.Timestamp,
+    fs: Any = None,
+    config: ZoneConfig | None = None,
+    incidents: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The zone table: ``frame`` holds the window's trips (keys + features) scored with ``model``;
+    ``evidence`` the evidence trips (:func:`evidence_trips`); ``incidents`` gives the window's observed
+    counts (default: taken from ``evidence`` by trip id).
+    """
+    config = config or ZoneConfig()
+    if len(frame) == 0:
+        raise ValueError("zone_table: no trips in the window; check --as-of, --window and --city")
+    if incidents is not None:
+        observed = observed_counts(frame, incidents, as_of)
+    else:
+        known = evidence.set_index(evidence["trip_id"].astype("str"))["observed"]
+        observed = frame["trip_id"].astype("str").map(known).fillna(0).to_numpy(dtype="int64")
+    trips = pd.DataFrame(
+        {
+            "city": frame["city"].astype("str").to_numpy(),
+            "pickup_h3": frame["pickup_h3"].to_numpy(),
+            "dropoff_h3": frame["dropoff_h3"].to_numpy(),
+            "probability": model.predict_proba(frame),
+            "observed": observed,
+        }
+    )
+    trips["band"] = time_band(frame["as_of"], frame["city"], config)
+    members = band_memberships(trips, config)
+    ev = evidence.assign(band=time_band(evidence["as_of"], evidence["city"], config))
+    zones = add_hotspots(aggregate_zones(trips, members), zone_evidence(ev, config))
+    zones["drivers"] = zone_drivers(zones, members, model, frame, fs, config)
+    return zones.loc[:, list(ZONE_COLUMNS)]
+
+
+def driver_inputs(model: Any, frame: pd.DataFrame, fs: Any) -> DriverInputs:
+    """SHAP of every window trip (LightGBM's exact TreeSHAP) and the model's feature groups."""
+    from safetyml.explain.reasons import reason_plan
+    from safetyml.explain.shap_values import explain_logodds
+
+    contributions = explain_logodds(model, frame)
+    plan = reason_plan(model, fs)
+    return DriverInputs(
+        phi=contributions[:, : len(model.features)],
+        features=list(model.features),
+        groups=list(plan.groups),
+        members=list(plan.members),
+        describe=list(plan.describe),
+        values=frame.loc[:, list(model.features)],
+    )
+
+
+def write_outputs(zones: pd.DataFrame, out: Path, title: str, subtitle: str) -> dict[str, Path]:
+    """The zone table as Parquet, GeoJSON and the HTML map, in ``out``."""
+    from safetyml.batch.geo import write_geojson
+    from safetyml.batch.zone_map import write_zone_map
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "zones.parquet"
+    zones.to_parquet(table, index=False)
+    return {
+        "table": table,
+        "geojson": write_geojson(zones, out / "zones.geojson"),
+        "map": write_zone_map(zones, out / "zone_map.html", title=title, subtitle=subtitle),
+    }
+
+
+def score_zones(
+    data: Path,
+    as_of: pd.Timestamp | str | None = None,
+    window: str = "7d",
+    out: Path | None = None,
+    city: str | None = None,
+    config: ZoneConfig | None = None,
+    model: Any = None,
+    log_mlflow: bool = True,
+    features: Path | None = None,
+) -> ZoneResult:
+    """The zone job: load tables, score the window's trips with the champion, write and log the outputs.
+
+    ``as_of`` defaults to just after the last trip's request time (so the window is the latest one).
+    ``features`` reuses an incident_risk frame already built by ``safetyml features build`` (faster).
+    """
+    from safetyml.features.definitions import load_feature_set
+    from safetyml.tables import load_tables
+
+    config = config or ZoneConfig()
+    tables = load_tables(Path(data))
+    if city is not None:
+        cities.get(city)  # unknown city: a clear error
+    as_of_ts = _resolve_as_of(as_of, tables.trips)
+    start = as_of_ts - parse_window(window)
+    if model is None:
+        from safetyml import tracking
+
+        model, _ = tracking.load_model(TASK, "champion")
+    fs = load_feature_set()
+    frame = window_frame(tables, fs, as_of_ts, start, city, features)
+    evidence_start = as_of_ts - max(parse_window(config.evidence), parse_window(window))
+    evidence = evidence_trips(tables.trips, tables.incidents, as_of_ts, evidence_start, city)
+    zones = zone_table(frame, model, evidence, as_of_ts, fs, config, incidents=tables.incidents)
+    result = ZoneResult(
+        zones=zones, as_of=as_of_ts, window_start=start, trips=len(frame), evidence_start=evidence_start
+    )
+    truth_path = Path(data) / "truth" / "hot_zones.parquet"
+    if truth_path.exists():
+        result.recovery = recovery(zones, pd.read_parquet(truth_path), start, as_of_ts)
+    if out is not None:
+        subtitle = (
+            f"Trips requested {start:%Y-%m-%d %H:%M} to {as_of_ts:%Y-%m-%d %H:%M} UTC; "
+            f"{len(frame):,} trips; incidents known by as_of."
+        )
+        result.outputs = write_outputs(zones, Path(out), "Zone risk map", subtitle)
+        if log_mlflow:
+            result.run_id = _log_run(result, window, city, config)
+    return result
+
+
+def _resolve_as_of(as_of: pd.Timestamp | str | None, trips: pd.DataFrame) -> pd.Timestamp:
+    if as_of is None:
+        return pd.Timestamp(trips["requested_at"].max()) + pd.Timedelta(seconds=1)
+    ts = pd.Timestamp(as_of)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _log_run(result: ZoneResult, window: str, city: str | None, config: ZoneConfig) -> str:
+    from safetyml import tracking
+
+    zones = result.zones
+    with tracking.start_job_run("zone-risk", f"zones-{result.as_of:%Y%m%dT%H%M}") as run:
+        run.log_params(
+            {
+                "as_of": result.as_of.isoformat(),
+                "window": window,
+                "city": city or "all",
+                "config": config.model_dump(),
+            }
+        )
+        metrics = {
+            "trips": float(result.trips),
+            "zones": float(len(zones)),
+            "hotspots": float(zones["flagged"].sum()),
+            "expected_incidents": float(zones.loc[zones["band"] == "all", "expected_incidents"].sum()),
+            "observed_incidents": float(zones.loc[zones["band"] == "all", "observed_incidents"].sum()),
+        }
+        if result.recovery:
+            metrics.update({f"recovery_{k}": v for k, v in result.recovery.items()})
+        run.log_metrics(metrics)
+        run.log_artifacts(list(result.outputs.values()), "zones")
+        return run.run_id

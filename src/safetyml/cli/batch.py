@@ -1,0 +1,98 @@
+"""Batch commands: ``score-zones`` (zone risk map with hotspots) and ``score-file`` (score a file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from safetyml.cli.common import fail
+
+console = Console()
+
+
+def score_zones(
+    data: Path = typer.Option(..., "--data", help="Data folder (one file per table; truth/ if simulated)."),
+    as_of: str | None = typer.Option(
+        None,
+        "--as-of",
+        help="End of the window (UTC, ISO 8601). Default: just after the last trip in the data.",
+    ),
+    window: str = typer.Option("7d", "--window", help="Length of the window before --as-of, e.g. 7d or 36h."),
+    city: str | None = typer.Option(None, "--city", help="Only this city id (default: every city)."),
+    out: Path = typer.Option(..., "--out", help="Folder for zones.parquet, zones.geojson and zone_map.html."),
+    features: Path | None = typer.Option(
+        None, "--features", help="A features-built incident_risk frame to reuse instead of building one."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML overriding the zone settings (tiers, bands…)."
+    ),
+    no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the outputs to MLflow."),
+) -> None:
+    """Zone risk map: expected and observed incident risk per H3 zone and time band, Gi* hotspots, drivers."""
+    from safetyml.batch.zones import ZoneConfig, parse_window
+    from safetyml.batch.zones import score_zones as run
+    from safetyml.cities import UnknownCityError
+    from safetyml.tables import ContractError
+
+    try:
+        parse_window(window)
+        settings = ZoneConfig.from_yaml(config) if config else ZoneConfig()
+        result = run(
+            data,
+            as_of=as_of,
+            window=window,
+            out=out,
+            city=city,
+            config=settings,
+            features=features,
+            log_mlflow=not no_mlflow,
+        )
+    except (ValueError, FileNotFoundError, UnknownCityError, ContractError) as exc:
+        fail(str(exc))
+    console.print(result)
+
+
+def score_file(
+    task: str = typer.Argument(..., help="incident_risk or merchant_credit."),
+    input: Path = typer.Option(
+        ..., "--input", help="Features-built Parquet file (`safetyml features build`)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Parquet file to write: key columns + scores."),
+    explain: bool = typer.Option(False, "--explain", help="Add reason codes (a JSON list per row)."),
+    engine: str = typer.Option("pandas", "--engine", help="pandas (chunked, one process) or dask."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (tcp://host:8786); default: a LocalCluster."
+    ),
+    workers: int = typer.Option(2, "--workers", help="LocalCluster workers when no --scheduler is given."),
+    batch_rows: int = typer.Option(131_072, "--batch-rows", help="Rows per chunk of the pandas engine."),
+) -> None:
+    """Score a features file in chunks with the champion model (the same scorer as the service)."""
+    from safetyml.batch.score_file import score_file as run
+
+    if task not in ("incident_risk", "merchant_credit"):
+        fail(f"unknown task {task!r}; choose incident_risk or merchant_credit")
+    if engine not in ("pandas", "dask"):
+        fail(f"--engine must be pandas or dask, not {engine!r}")
+    if scheduler and engine != "dask":
+        fail("--scheduler needs --engine dask")
+    try:
+        result = run(
+            task,
+            input,
+            out,
+            explain=explain,
+            engine=engine,
+            scheduler=scheduler,
+            batch_size=batch_rows,
+            n_workers=workers,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    console.print(str(result))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score-zones")(score_zones)
+    app.command("score-file")(score_file)
