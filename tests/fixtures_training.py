@@ -8,14 +8,13 @@ version of each registered model is champion. Tests that read it must point SAFE
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from safetyml.envvars import environment
 
 TASKS = ("incident_risk", "merchant_credit")
 # Small but real: enough rounds for a useful model on the small preset, few enough to stay fast.
@@ -37,23 +36,9 @@ class TrainedHome:
     results: dict[str, Any] = field(default_factory=dict)  # task -> TrainingResult
 
 
-@contextmanager
-def safetyml_env(home: Path) -> Iterator[None]:
+def safetyml_env(home: Path):
     """Set SAFETYML_HOME (and clear MLFLOW_TRACKING_URI) for the block, restoring both afterwards."""
-    saved = {
-        name: os.environ.get(name) for name in ("SAFETYML_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    }
-    os.environ["SAFETYML_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ.pop("MLFLOW_REGISTRY_URI", None)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return environment({"SAFETYML_HOME": str(home), "MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None})
 
 
 def train_fast(task: str, data_dir: Path, seed: int = SEED, **kwargs: Any) -> Any:

@@ -47,7 +47,10 @@ def test_describe_fills_the_template_for_reason_codes():
     assert "the pickup zone" in fs.get("pickup_zone_incident_rate_30d").describe(3.21)
     assert "3.21" in fs.get("pickup_zone_incident_rate_30d").describe(3.21)
     assert fs.get("rider_night_share_30d").describe(0.25).startswith("25%")
-    assert fs.get("rider_days_since_incident").describe(float("nan")).count("unknown") == 1
+    never = fs.get("rider_days_since_incident").describe(float("nan"))
+    assert never == "no incident involving this rider has been reported"
+    assert fs.get("merchant_refund_rate_30d").describe(None) == "merchant refund rate 30d: not known yet (no history)"
+    assert fs.get("rider_vehicle_type").describe("on_foot") == "the rider's vehicle is on foot"
 
 
 def test_version_changes_when_any_yaml_changes(features_copy: Path):

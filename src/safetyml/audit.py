@@ -48,6 +48,8 @@ COLUMNS: tuple[str, ...] = (
     "reasons",
     "request",
 )
+# the columns that hold nested JSON (shown as tables of their own rather than as one value)
+NESTED_COLUMNS = ("features", "reasons", "request")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (

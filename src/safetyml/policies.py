@@ -17,6 +17,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from safetyml.errors import validation_message
+
 log = logging.getLogger(__name__)
 
 Action = Literal["allow", "monitor", "step_up_verification", "manual_review", "block"]
@@ -98,14 +100,6 @@ class Policy(BaseModel):
         return f"{self.market}@{self.version}"
 
 
-def _format_error(path: Path, exc: ValidationError) -> str:
-    lines = [f"invalid policy file {path}:"]
-    for err in exc.errors():
-        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        lines.append(f"  field {field}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
-
-
 def load_policy(path: Path) -> Policy:
     """Read and validate one policy file; the market must match the file name (``BR.yaml`` → ``BR``)."""
     path = Path(path)
@@ -120,7 +114,7 @@ def load_policy(path: Path) -> Policy:
     try:
         policy = Policy.model_validate(raw)
     except ValidationError as exc:
-        raise PolicyError(_format_error(path, exc)) from None
+        raise PolicyError(validation_message(f"invalid policy file {path}", exc)) from None
     if policy.market != path.stem:
         raise PolicyError(
             f"invalid policy file {path}: field market is {policy.market!r} "

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from safetyml import paths
+from safetyml.envvars import environment
 from safetyml.model import SIDECAR_FILE, RiskModel
 
 log = logging.getLogger(__name__)
@@ -73,16 +74,10 @@ def configure() -> str:
     import mlflow
 
     uri = os.environ.get(TRACKING_ENV) or embedded_uri()
-    saved = {name: os.environ.get(name) for name in (TRACKING_ENV, REGISTRY_ENV)}
-    try:
+    # an identity "change": environment() restores whatever set_tracking_uri exports
+    with environment({name: os.environ.get(name) for name in (TRACKING_ENV, REGISTRY_ENV)}):
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)

@@ -86,7 +86,7 @@ def show(
     """Print one decision (scores, versions, features, reasons, request) for an appeal review."""
     from rich.table import Table
 
-    from safetyml.audit import default_path, get_decision
+    from safetyml.audit import COLUMNS, NESTED_COLUMNS, default_path, get_decision
 
     record = get_decision(decision_id)
     if record is None:
@@ -95,21 +95,9 @@ def show(
         console.print_json(json.dumps(record, default=str))
         return
     head = Table(show_header=False, title=f"decision {decision_id}")
-    for key in (
-        "decided_at",
-        "task",
-        "subject_id",
-        "market",
-        "model_name",
-        "model_version",
-        "policy_version",
-        "probability",
-        "credit_score",
-        "grade",
-        "risk_tier",
-        "action",
-        "cold_start",
-    ):
+    for key in COLUMNS[1:]:  # the id is the title
+        if key in NESTED_COLUMNS:
+            continue
         if record.get(key) is not None:
             head.add_row(key, str(record[key]))
     console.print(head)

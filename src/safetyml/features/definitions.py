@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -141,6 +142,7 @@ class FeatureSpec(BaseModel):
     format: Format = "number"
     tasks: list[Task] = Field(default_factory=list)
     group: str | None = None
+    when_missing: str | None = None  # reason-code sentence when the value is missing (e.g. "never")
 
     @field_validator("windows")
     @classmethod
@@ -233,16 +235,26 @@ class FeatureDefinition(BaseModel):
         return window_ns(self.window) if self.window else None
 
     def describe(self, value: Any) -> str:
-        """The description with ``{value}`` filled with a nicely formatted value."""
+        """The description with ``{value}`` filled with a nicely formatted value.
+
+        A missing value (no history yet) would make most templates read wrong ("refunds were unknown of
+        sales"), so it gets a sentence of its own naming the feature.
+        """
+        if is_missing(value):
+            return self.spec.when_missing or f"{self.name.replace('_', ' ')}: not known yet (no history)"
         return self.description.replace("{value}", format_value(value, self.format))
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
 def format_value(value: Any, fmt: str) -> str:
     """A value as a reason code shows it."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return "unknown"
     if fmt == "category":
-        return str(value)
+        return str(value).replace("_", " ")
     try:
         number = float(value)
     except (TypeError, ValueError):

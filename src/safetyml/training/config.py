@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safetyml import paths
+from safetyml.errors import validation_message
 
 TASKS = ("incident_risk", "merchant_credit")
 Metric = Literal["roc_auc", "pr_auc"]
@@ -173,14 +174,6 @@ def merge_overrides(base: dict[str, Any], overrides: dict[str, Any] | None) -> d
     return out
 
 
-def _format_errors(source: str, exc: ValidationError) -> str:
-    lines = [f"{source}: {exc.error_count()} invalid field(s):"]
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r:.80})")
-    return "\n".join(lines)
-
-
 def config_path(task: str) -> Path:
     if task not in TASKS:
         raise TrainingConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
@@ -202,7 +195,7 @@ def validate_config(data: dict[str, Any], source: str) -> TrainingConfig:
     try:
         return TrainingConfig.model_validate(data)
     except ValidationError as exc:
-        raise TrainingConfigError(_format_errors(source, exc)) from None
+        raise TrainingConfigError(validation_message(source, exc)) from None
 
 
 def load_training_config(task: str, overrides: dict[str, Any] | None = None) -> TrainingConfig:
