@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DATA ?= data/demo
-PRESET ?= small
+DATA ?= data/$(PRESET)
+PRESET ?= medium
 SEED ?= 7
-TRIALS ?= 8
+TRIALS ?= 4
 
 .PHONY: install demo test test-all lint format bench clean
 

@@ -93,7 +93,9 @@ def run(data: Path, preset: str, seed: int, trials: int) -> None:
     from safetyml.batch.zones import score_zones
 
     zones_dir = home / "zones"
-    console.print(score_zones(data, as_of=None, window="7d", out=zones_dir))
+    console.print(
+        score_zones(data, as_of=None, window="7d", out=zones_dir, features=frames_dir / "incident_risk.parquet")
+    )
     _done(started)
 
     _step("8. Real-time scoring")
@@ -107,10 +109,10 @@ def run(data: Path, preset: str, seed: int, trials: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("data/demo"))
-    parser.add_argument("--preset", default="small")
+    parser.add_argument("--data", type=Path, default=Path("data/medium"))
+    parser.add_argument("--preset", default="medium")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=4)
     args = parser.parse_args()
     started = time.perf_counter()
     run(args.data, args.preset, args.seed, args.trials)
