@@ -49,7 +49,8 @@ def test_describe_fills_the_template_for_reason_codes():
     assert fs.get("rider_night_share_30d").describe(0.25).startswith("25%")
     never = fs.get("rider_days_since_incident").describe(float("nan"))
     assert never == "no incident involving this rider has been reported"
-    assert fs.get("merchant_refund_rate_30d").describe(None) == "merchant refund rate 30d: not known yet (no history)"
+    unknown = fs.get("merchant_refund_rate_30d").describe(None)
+    assert unknown == "merchant refund rate 30d: not known yet (no history)"
     assert fs.get("rider_vehicle_type").describe("on_foot") == "the rider's vehicle is on foot"
 
 

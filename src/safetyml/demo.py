@@ -94,7 +94,9 @@ def run(data: Path, preset: str, seed: int, trials: int) -> None:
 
     zones_dir = home / "zones"
     console.print(
-        score_zones(data, as_of=None, window="7d", out=zones_dir, features=frames_dir / "incident_risk.parquet")
+        score_zones(
+            data, as_of=None, window="7d", out=zones_dir, features=frames_dir / "incident_risk.parquet"
+        )
     )
     _done(started)
 

@@ -103,7 +103,8 @@ def score_chunk(
     Only the scorer's inputs go through pandas; key columns are carried over as Arrow arrays unchanged.
     """
     features = scorer.bundle.models[task].features
-    X = chunk.select(scorer_inputs(chunk.schema, features)).to_pandas()
+    # split_blocks: one array per column, no consolidating copy (the scorer reads the columns one by one)
+    X = chunk.select(scorer_inputs(chunk.schema, features)).to_pandas(split_blocks=True)
     scored = scorer.score_features(task, X, explain=explain, k=k)
     columns: dict[str, Any] = {}
     for field_ in schema:
@@ -113,8 +114,8 @@ def score_chunk(
             if name == "reasons":
                 values = [json.dumps(v, default=str, separators=(",", ":")) for v in values]
                 columns[name] = pa.array(values, type=field_.type)
-            elif pa.types.is_string(field_.type):
-                columns[name] = pa.array(values.to_numpy(dtype=object), type=field_.type, from_pandas=True)
+            elif pa.types.is_string(field_.type):  # from the Series: pandas' str columns are Arrow already
+                columns[name] = pa.array(values, type=field_.type, from_pandas=True)
             else:
                 columns[name] = pa.array(values.to_numpy(dtype="float64"), type=field_.type)
         else:

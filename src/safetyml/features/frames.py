@@ -318,3 +318,20 @@ def assemble_trip_features(
     out["cold_start"] = cold
     out.index = requests.index
     return out
+
+
+def assemble_merchant_features(
+    merchant_ids: Any, store_or_vectors: Any, fs: FeatureSet | None = None
+) -> pd.DataFrame:
+    """The merchant-credit model's input for merchants by id, from the online store (or vectors).
+
+    ``store_or_vectors`` is as in :func:`assemble_trip_features`. Rows follow ``merchant_ids`` (indexed
+    0..n-1): the model's columns in order, then ``cold_start`` (True for an id the store does not know,
+    which gets :func:`cold_start_vector` values).
+    """
+    fs = fs or load_feature_set()
+    ids = pd.Series(list(merchant_ids), dtype="object")
+    vectors, known = _vectors(fs, store_or_vectors, "merchant", ids)
+    out = pd.DataFrame(_select(fs.for_task("merchant_credit"), {"merchant": vectors}), index=range(len(ids)))
+    out["cold_start"] = ~np.asarray(known, dtype=bool)
+    return out

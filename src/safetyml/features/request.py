@@ -1,12 +1,23 @@
-"""Request-time trip features, one function used offline (training frames) and online (the scorer).
+"""Request-time trip features: one definition, used offline (training frames) and online (the scorer).
 
 Everything here depends only on the request row itself and on the rider's and merchant's feature vectors
-already looked up for it, so offline and online values match by construction.
+already looked up for it. :func:`trip_request_features` takes DataFrames (training frames, batch);
+:func:`trip_request_features_one` takes one request as plain values (the real-time path, ~30 µs instead
+of ~2 ms of pandas per request). Both turn their inputs into float arrays and call the same
+:func:`_numeric_features`, so each computation (night, ratios, …) has one definition; the only two
+spellings are the UTC → local-time conversion (pandas ``tz_convert`` vs ``datetime.astimezone``, both on
+the same ``zoneinfo`` zone from :func:`_zone_of`) and the categorical "level or missing" rule, and tests
+check the two functions give identical values.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -33,19 +44,40 @@ def local_hour_weekday(times: pd.Series | pd.DatetimeIndex, city: pd.Series) -> 
     utc = to_utc(times)
     hour = np.full(len(utc), np.nan)
     weekday = np.full(len(utc), np.nan)
-    known = cities.registry()
     city_series = (
         city.reset_index(drop=True) if isinstance(city, pd.Series) else pd.Series(city, dtype="object")
     )
     codes, uniques = pd.factorize(city_series, use_na_sentinel=True)
     for code, city_id in enumerate(uniques):
-        if city_id not in known:
+        zone = _zone_of(city_id)
+        if zone is None:
             continue
         rows = np.flatnonzero(codes == code)
-        local = utc[rows].tz_convert(known[city_id].timezone)
+        local = utc[rows].tz_convert(zone)
         hour[rows] = np.asarray(local.hour, dtype="float64")
         weekday[rows] = np.asarray(local.weekday, dtype="float64")
     return hour, weekday
+
+
+def _zone_of(city_id: Any) -> ZoneInfo | None:
+    """The city's time zone (the one both paths convert to), None for an unknown or missing city."""
+    city = cities.registry().get(city_id) if isinstance(city_id, str) else None
+    return None if city is None else ZoneInfo(city.timezone)  # ZoneInfo caches its instances
+
+
+def local_hour_weekday_one(requested_at: Any, city: Any) -> tuple[float, float]:
+    """:func:`local_hour_weekday` for one timestamp (naive means UTC), without pandas."""
+    zone = _zone_of(city)
+    if zone is None:
+        return math.nan, math.nan
+    if not isinstance(requested_at, datetime) or requested_at is pd.NaT:
+        requested_at = pd.Timestamp(requested_at) if requested_at is not None else pd.NaT
+        if requested_at is pd.NaT:
+            return math.nan, math.nan
+    if requested_at.tzinfo is None:
+        requested_at = requested_at.replace(tzinfo=UTC)
+    local = requested_at.astimezone(zone)
+    return float(local.hour), float(local.weekday())
 
 
 def night_flag(hour: np.ndarray) -> np.ndarray:
@@ -62,6 +94,42 @@ def _numeric(requests: pd.DataFrame, column: str) -> np.ndarray:
     if pd.api.types.is_bool_dtype(values) or values.dtype == "boolean":
         return values.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _numeric_one(value: Any) -> float:
+    """:func:`_numeric` for one value: booleans as 1/0, numbers as floats, anything else through pandas."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return math.nan
+    if isinstance(value, bool | np.bool_ | int | float | np.integer | np.floating):
+        return float(value)
+    return float(pd.to_numeric(pd.Series([value], dtype="object"), errors="coerce").to_numpy("float64")[0])
+
+
+def _numeric_features(
+    defs: list, hour: np.ndarray, weekday: np.ndarray, column: Any, usual: Any
+) -> dict[str, np.ndarray]:
+    """The numeric trip features from float arrays: the one definition both entry points use.
+
+    ``column(column)`` gives a request column as floats, ``usual(feature, target)`` the rider's or merchant's
+    ``target`` feature that ``feature`` is relative to, as floats;
+    categorical definitions are left to the caller (they keep the level or give missing).
+    """
+    out: dict[str, np.ndarray] = {}
+    for d in defs:
+        spec = d.spec
+        if spec.compute == "local_hour":
+            out[d.name] = hour
+        elif spec.compute == "weekday":
+            out[d.name] = weekday
+        elif spec.compute == "night":
+            out[d.name] = night_flag(hour)
+        elif spec.compute == "relative":
+            base, value = usual(d.name, spec.relative_to), column(spec.column)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[d.name] = np.where(base > 0, value / base, np.nan)
+        elif d.kind != "categorical":
+            out[d.name] = column(spec.column)
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -92,28 +160,73 @@ def trip_request_features(
         )
     city = requests["city"] if "city" in requests.columns else pd.Series([None] * n, dtype="object")
     hour, weekday = local_hour_weekday(requests["requested_at"], city)
+
+    def usual(name: str, target: str) -> np.ndarray:
+        base = rider_features if target in rider_features.columns else merchant_features
+        if target not in base.columns:
+            raise KeyError(f"{name} needs {target!r} in the rider or merchant features")
+        return pd.to_numeric(base[target], errors="coerce").to_numpy(dtype="float64")
+
+    defs = fs.entity_features("trip")
+    numeric = _numeric_features(defs, hour, weekday, lambda column: _numeric(requests, column), usual)
     out: dict[str, object] = {}
-    for d in fs.entity_features("trip"):
-        spec = d.spec
-        if spec.compute == "local_hour":
-            out[d.name] = hour
-        elif spec.compute == "weekday":
-            out[d.name] = weekday
-        elif spec.compute == "night":
-            out[d.name] = night_flag(hour)
-        elif spec.compute == "relative":
-            base = rider_features if spec.relative_to in rider_features.columns else merchant_features
-            if spec.relative_to not in base.columns:
-                raise KeyError(f"{d.name} needs {spec.relative_to!r} in the rider or merchant features")
-            usual = pd.to_numeric(base[spec.relative_to], errors="coerce").to_numpy(dtype="float64")
-            value = _numeric(requests, spec.column)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[d.name] = np.where(usual > 0, value / usual, np.nan)
-        elif d.kind == "categorical":
-            values = requests[spec.column] if spec.column in requests.columns else pd.Series([None] * n)
+    for d in defs:
+        if d.kind == "categorical" and d.name not in numeric:
+            column = d.spec.column
+            values = requests[column] if column in requests.columns else pd.Series([None] * n)
             out[d.name] = pd.Categorical(
                 pd.Series(values, dtype="object").to_numpy(), categories=d.categories
             )
         else:
-            out[d.name] = _numeric(requests, spec.column)
+            out[d.name] = numeric[d.name]
     return pd.DataFrame(out, index=requests.index)
+
+
+def trip_request_features_one(
+    request: Mapping[str, Any],
+    rider: Mapping[str, Any],
+    merchant: Mapping[str, Any],
+    fs=None,
+) -> dict[str, Any]:
+    """:func:`trip_request_features` for one request given as plain values: the real-time path.
+
+    ``request`` maps the trips-table columns (``requested_at``, ``city``, ``distance_km``, …; a missing key
+    is a missing value) and ``rider``/``merchant`` map feature names to values. Returns each trip feature
+    as a float (NaN when missing) or, for categorical features, the level (None when missing or not one
+    of the categories) — the same values the DataFrame version gives for that row.
+    """
+    fs = fs or _default_feature_set()
+    hour, weekday = local_hour_weekday_one(request.get("requested_at"), request.get("city"))
+
+    def usual(name: str, target: str) -> np.ndarray:
+        base = rider if target in rider else merchant
+        if target not in base:
+            raise KeyError(f"{name} needs {target!r} in the rider or merchant features")
+        return np.array([_numeric_one(base[target])])
+
+    defs = fs.entity_features("trip")
+    numeric = _numeric_features(
+        defs,
+        np.array([hour]),
+        np.array([weekday]),
+        lambda column: np.array([_numeric_one(request.get(column))]),
+        usual,
+    )
+    out: dict[str, Any] = {}
+    for d in defs:
+        if d.kind == "categorical" and d.name not in numeric:
+            value = request.get(d.spec.column)
+            out[d.name] = value if _is_level(value, d.categories) else None
+        else:
+            out[d.name] = float(numeric[d.name][0])
+    return out
+
+
+def _is_level(value: Any, categories: list) -> bool:
+    """Whether ``pd.Categorical([value], categories)`` keeps the value (missing values never match)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return False
+    try:
+        return value in categories
+    except TypeError:
+        return False
