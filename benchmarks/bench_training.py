@@ -3,7 +3,7 @@
     SAFETYML_HOME=/tmp/bench_home .venv/bin/python benchmarks/bench_training.py --data /tmp/medium --trials 8
 
 Figures: test metrics of each model and of the oracle (truth/), the share of oracle lift, training time,
-and each experiment next to the champion on the same test rows. Used for docs/readme/40-training.md and
+and each experiment next to the champion on the same test rows. Used for the README (Training) and
 experiments/README.md.
 """
 
