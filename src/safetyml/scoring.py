@@ -90,6 +90,22 @@ def _reason_dict(reason: Any) -> dict[str, Any]:
     return out
 
 
+def _decision_fields(
+    bundle: Any, task: str, policy: Any, decided_at: Any, reasons: list[dict], cold_start: bool
+) -> dict[str, Any]:
+    """The fields every decision response carries: its id and time, the model and policy behind it."""
+    return {
+        "decision_id": str(uuid.uuid4()),
+        "decided_at": decided_at,
+        "reasons": [ReasonCode.model_validate(r) for r in reasons],
+        "model_name": bundle.names[task],
+        "model_version": bundle.versions[task],
+        "policy_version": policy.label,
+        "market": policy.market,
+        "cold_start": cold_start,
+    }
+
+
 class Scorer:
     """Scores trips and merchants with the champion models, the online store and the market policies."""
 
@@ -306,19 +322,12 @@ class Scorer:
             tier, action = policy.decide_one(TRIP_TASK, float(probability[i]))
             reasons = self._row_reasons(model, rows[i], contributions[i : i + 1]) if explain[i] else []
             response = TripScoreResponse(
-                decision_id=str(uuid.uuid4()),
-                decided_at=decided_at,
                 rider_id=request.rider_id,
                 merchant_id=request.merchant_id,
                 probability=float(probability[i]),
                 risk_tier=tier,
                 action=action,
-                reasons=[ReasonCode.model_validate(r) for r in reasons],
-                model_name=bundle.names[TRIP_TASK],
-                model_version=bundle.versions[TRIP_TASK],
-                policy_version=policy.label,
-                market=policy.market,
-                cold_start=cold[i],
+                **_decision_fields(bundle, TRIP_TASK, policy, decided_at, reasons, cold[i]),
             )
             responses.append(response)
             self._audit(
@@ -439,8 +448,6 @@ class Scorer:
             policy = self.policies.for_market(markets[i])
             reasons = scored["reasons"].iat[i] if explain and request.explain else []
             response = MerchantScoreResponse(
-                decision_id=str(uuid.uuid4()),
-                decided_at=decided_at,
                 merchant_id=request.merchant_id,
                 as_of=as_of,
                 probability_of_default=float(scored["probability"].iat[i]),
@@ -448,12 +455,7 @@ class Scorer:
                 grade=str(scored["grade"].iat[i]),
                 risk_tier=str(scored["risk_tier"].iat[i]),
                 action=scored["action"].iat[i],
-                reasons=[ReasonCode.model_validate(r) for r in reasons],
-                model_name=bundle.names[MERCHANT_TASK],
-                model_version=bundle.versions[MERCHANT_TASK],
-                policy_version=policy.label,
-                market=policy.market,
-                cold_start=cold[i],
+                **_decision_fields(bundle, MERCHANT_TASK, policy, decided_at, reasons, cold[i]),
             )
             responses.append(response)
             self._audit(
