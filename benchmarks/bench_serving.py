@@ -208,7 +208,7 @@ def main() -> None:
         os.environ["SAFETYML_HOME"] = str(args.home)
     from safetyml import paths
     from safetyml.features.online import OnlineStore
-    from safetyml.scoring import example_trip_requests
+    from safetyml.scoring_examples import example_trip_requests
 
     home = paths.home()
     with OnlineStore.open() as store:

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from safetyml.batch.drivers import driver_inputs
 from safetyml.batch.geo import cell_ring, zones_geojson
+from safetyml.batch.recovery import recovery
 from safetyml.batch.zone_map import ratio_colour, render_zone_map
 from safetyml.batch.zones import (
     ZoneConfig,
     aggregate_zones,
     band_memberships,
-    driver_inputs,
-    recovery,
     time_band,
     zone_evidence,
     zone_memberships,

@@ -196,11 +196,11 @@ def _variants(rng: np.random.Generator, n: int) -> list[pd.DataFrame]:
 
 
 def test_batch_predict_is_predict_proba_bit_for_bit(tiny_model: Any) -> None:
-    from safetyml.scoring import _category_codes, _predict_frame
+    from safetyml.scoring_inputs import category_codes, predict_frame
 
-    assert _category_codes(tiny_model) is not None  # the fast matrix path is the one under test
+    assert category_codes(tiny_model) is not None  # the fast matrix path is the one under test
     for X in _variants(np.random.default_rng(5), 9000):  # several row blocks, one partial
-        np.testing.assert_array_equal(_predict_frame(tiny_model, X), tiny_model.predict_proba(X))
+        np.testing.assert_array_equal(predict_frame(tiny_model, X), tiny_model.predict_proba(X))
 
 
 def test_score_features_probability_and_policies_unchanged(tiny_model: Any) -> None:
@@ -236,7 +236,7 @@ def _markets_reference(X: pd.DataFrame) -> list[str | None]:
 
 
 def test_markets_of_unique_cities_equal_the_row_loop() -> None:
-    from safetyml.scoring import _market_codes, _markets_of
+    from safetyml.scoring_inputs import market_codes, markets_of
 
     rng = np.random.default_rng(8)
     values = [*cities.registry(), "atlantis", None, np.nan, ""]
@@ -249,9 +249,9 @@ def test_markets_of_unique_cities_equal_the_row_loop() -> None:
         pd.DataFrame({"x": np.arange(10)}),
     ]
     for X in frames:
-        assert _markets_of(X) == _markets_reference(X)
+        assert markets_of(X) == _markets_reference(X)
     markets = ["BR", None, "", "MX", "BR"]
-    codes, labels = _market_codes(pd.DataFrame(index=range(5)), markets)
+    codes, labels = market_codes(pd.DataFrame(index=range(5)), markets)
     assert [labels[c] for c in codes] == ["BR", None, None, "MX", "BR"]
 
 

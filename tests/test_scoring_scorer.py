@@ -66,7 +66,7 @@ def _requests(tables: Any, n: int, seed: int) -> list[TripScoreRequest]:
 
 def test_fast_trip_rows_equal_the_offline_assembly(scoring_env: dict) -> None:
     """The real-time path gives exactly assemble_trip_features' values, known ids or not, coords or not."""
-    from safetyml.scoring import _fast_matrix, _predict_matrix
+    from safetyml.scoring_inputs import fast_matrix, predict_matrix
 
     scorer = scoring_env["scorer"]
     requests = _requests(scoring_env["tables"], 250, seed=3)
@@ -81,10 +81,10 @@ def test_fast_trip_rows_equal_the_offline_assembly(scoring_env: dict) -> None:
         assert all(same), f"{name}: {int(np.sum(~np.array(same)))} rows differ"
     assert cold == assembled["cold_start"].tolist() and 0 < sum(cold) < len(cold)
     np.testing.assert_array_equal(
-        _predict_matrix(model, _fast_matrix(model, rows)), model.predict_proba(assembled)
+        predict_matrix(model, fast_matrix(model, rows)), model.predict_proba(assembled)
     )
     np.testing.assert_array_equal(
-        model.booster.predict(_fast_matrix(model, rows), pred_contrib=True), model.contributions(assembled)
+        model.booster.predict(fast_matrix(model, rows), pred_contrib=True), model.contributions(assembled)
     )
 
 
@@ -181,7 +181,7 @@ def test_example_curl_names_a_real_rider_and_merchant(scoring_env: dict) -> None
     import shlex
 
     from safetyml.features.online import OnlineStore
-    from safetyml.scoring import example_curl
+    from safetyml.scoring_examples import example_curl
 
     store_path = Path(scoring_env["home"]) / "online_store.sqlite"
     command = example_curl(port=3123, store_path=store_path)

@@ -429,7 +429,7 @@ def test_sighup_reloads_the_worker(served: Served) -> None:
 
 def test_example_curl_works_against_the_server(served: Served) -> None:
     """The demo's ready-to-paste curl (real rider and merchant from the store) gets a 200 and a decision."""
-    from safetyml.scoring import example_curl
+    from safetyml.scoring_examples import example_curl
 
     command = example_curl(
         port=int(served.url.rsplit(":", 1)[1]), store_path=served.home / "online_store.sqlite"

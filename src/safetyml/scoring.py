@@ -28,6 +28,7 @@ from safetyml.api_schemas import (
 )
 from safetyml.model import RiskModel
 from safetyml.policies import PolicySet, load_policies, market_of_city
+from safetyml.scoring_inputs import credit_of, fast_matrix, market_codes, predict_frame, predict_matrix
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ class ModelBundle:
     loaded_at: datetime
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
+    """The current time in UTC (decision and load times)."""
     return datetime.now(UTC)
 
 
@@ -123,7 +125,7 @@ class Scorer:
             models=dict(models),
             versions={task: str((model_versions or {}).get(task, "local")) for task in models},
             names={task: (model_names or {}).get(task, task) for task in models},
-            loaded_at=_now(),
+            loaded_at=utc_now(),
         )
         self.store = store
         self.policies = policies if policies is not None else load_policies()
@@ -251,13 +253,13 @@ class Scorer:
                 f"no model loaded for task {task!r}; loaded: {', '.join(bundle.models) or 'none'}"
             )
         model = bundle.models[task]
-        probability = _predict_frame(model, X)
+        probability = predict_frame(model, X)
         out = pd.DataFrame({"probability": probability}, index=X.index)
         if task == MERCHANT_TASK:
             points, grades = credit_of(probability)
             out["credit_score"] = points
             out["grade"] = grades
-        codes, labels = _market_codes(X, markets)
+        codes, labels = market_codes(X, markets)
         tier = np.empty(len(X), dtype=object)
         action = np.empty(len(X), dtype=object)
         version = np.empty(len(X), dtype=object)
@@ -307,15 +309,15 @@ class Scorer:
         if model is None:
             raise NotReadyError(f"no model loaded for task {TRIP_TASK!r}")
         rows, cold, cities = self.trip_rows(requests)
-        matrix = _fast_matrix(model, rows)
-        probability = _predict_matrix(model, matrix)
+        matrix = fast_matrix(model, rows)
+        probability = predict_matrix(model, matrix)
         explain = [r.explain for r in requests]
         contributions = (
             np.asarray(model.booster.predict(matrix, pred_contrib=True, num_threads=1), dtype="float64")
             if any(explain)
             else None
         )
-        decided_at = _now()
+        decided_at = utc_now()
         responses = []
         for i, request in enumerate(requests):
             policy = self.policies.for_market(market_of_city(cities[i]))
@@ -365,7 +367,7 @@ class Scorer:
             rider = self.store.get_one("rider", request.rider_id)
             merchant = self.store.get_one("merchant", request.merchant_id)
             known = rider is not None and merchant is not None
-            merchant_city = None if merchant is None else _text(merchant.get("city"))
+            merchant_city = None if merchant is None else optional_text(merchant.get("city"))
             city = request.city if request.city is not None else merchant_city
             rider = rider if rider is not None else cold_start_vector(fs, "rider")
             merchant = merchant if merchant is not None else cold_start_vector(fs, "merchant")
@@ -442,7 +444,7 @@ class Scorer:
         model = bundle.models[MERCHANT_TASK]
         features = _feature_records(X, model.features)
         cold = _cold_start(X)
-        decided_at = _now()
+        decided_at = utc_now()
         responses = []
         for i, request in enumerate(requests):
             policy = self.policies.for_market(markets[i])
@@ -480,18 +482,18 @@ class Scorer:
 
         if self.store is None:
             raise NotReadyError("online store not open")
-        store_as_of = _store_as_of(self.store)
+        online_as_of = store_as_of(self.store)
         for i, request in enumerate(requests):
-            if request.as_of is not None and store_as_of is not None and request.as_of < store_as_of:
+            if request.as_of is not None and online_as_of is not None and request.as_of < online_as_of:
                 raise AsOfError(
                     f"items[{i}].as_of: {request.as_of.isoformat()} is before the online store's as_of "
-                    f"{store_as_of.isoformat()}; score earlier snapshots with batch scoring"
+                    f"{online_as_of.isoformat()}; score earlier snapshots with batch scoring"
                 )
         fs = self.feature_set
         ids = [r.merchant_id for r in requests]
         X = assemble_merchant_features(ids, self.store, fs)
         X["city"] = [self._merchant_city(mid) for mid in ids]
-        return X, store_as_of or _now()
+        return X, online_as_of or utc_now()
 
     def _merchant_city(self, merchant_id: str) -> str | None:
         """The merchant's city from the online store (None when the merchant is unknown)."""
@@ -563,7 +565,8 @@ class _TripPlan:
         return cls(id(fs), columns, rider_rel, merchant_rel, "zone" in fs.files)
 
 
-def _text(value: Any) -> str | None:
+def optional_text(value: Any) -> str | None:
+    """A stored value as text, or None when missing (None or NaN)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     return str(value)
@@ -591,50 +594,6 @@ def _cell_of(lat: float | None, lng: float | None) -> str | None:
     return h3.latlng_to_cell(float(lat), float(lng), zones.H3_RESOLUTION)
 
 
-def _category_codes(model: RiskModel) -> dict[str, dict[str, int]] | None:
-    """Category → code maps that LightGBM itself uses for this booster, or None if they cannot be trusted."""
-    cached = getattr(model, "_safetyml_codes", False)
-    if cached is not False:
-        return cached
-    cat_columns = [name for name in model.features if name in model.categories]
-    booster_levels = getattr(model.booster, "pandas_categorical", None) or []
-    ours = [list(model.categories[name]) for name in cat_columns]
-    codes = None
-    if [list(levels) for levels in booster_levels] == ours:
-        codes = {name: {level: i for i, level in enumerate(model.categories[name])} for name in cat_columns}
-    object.__setattr__(model, "_safetyml_codes", codes)
-    return codes
-
-
-def _fast_matrix(model: RiskModel, rows: list[dict[str, Any]]) -> np.ndarray | pd.DataFrame:
-    """The rows as LightGBM sees them: floats, categorical levels as their codes (missing: NaN).
-
-    Equal to what LightGBM builds from ``model.prepare(DataFrame)`` (tests check the scores are identical);
-    falls back to that DataFrame when the booster's categories differ from the model's.
-    """
-    codes = _category_codes(model)
-    if codes is None:
-        return model.prepare(pd.DataFrame(rows, columns=model.features))
-    matrix = np.empty((len(rows), len(model.features)), dtype="float64")
-    for j, name in enumerate(model.features):
-        mapping = codes.get(name)
-        if mapping is None:
-            matrix[:, j] = [row[name] for row in rows]
-        else:
-            matrix[:, j] = [
-                mapping.get(row[name], np.nan) if row[name] is not None else np.nan for row in rows
-            ]
-    return matrix
-
-
-def _predict_matrix(model: RiskModel, matrix: np.ndarray | pd.DataFrame, num_threads: int = 1) -> np.ndarray:
-    """``model.predict_proba`` on a prepared matrix; single-threaded by default (a few rows: threads cost)."""
-    from safetyml.calibration import sigmoid
-
-    raw = np.asarray(model.booster.predict(matrix, raw_score=True, num_threads=num_threads), dtype="float64")
-    return model.calibrator.transform(sigmoid(raw))
-
-
 def _load_bundle(alias: str) -> ModelBundle:
     from safetyml import tracking
 
@@ -644,108 +603,7 @@ def _load_bundle(alias: str) -> ModelBundle:
         models[task] = model
         versions[task] = str(ref.version)
         names[task] = str(getattr(ref, "name", task))
-    return ModelBundle(models=models, versions=versions, names=names, loaded_at=_now())
-
-
-def credit_of(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Credit points and grades for probabilities of default (training's PDO scaling)."""
-    from safetyml.credit_score import credit_grade, credit_points
-
-    points = np.asarray(credit_points(probability), dtype="float64")
-    grades = np.asarray(credit_grade(points), dtype=object)
-    return points, grades
-
-
-def _markets_of(X: pd.DataFrame) -> list[str | None]:
-    """Each row's market: its ``market`` column, else its city's, else None (the default policy)."""
-    codes, labels = _market_codes(X, None)
-    return [labels[c] for c in codes.tolist()]
-
-
-def _market_codes(X: pd.DataFrame, markets: list[str | None] | None) -> tuple[np.ndarray, list[str | None]]:
-    """Rows as codes into a list of distinct markets (None: no market), looked up once per distinct city.
-
-    ``markets`` (one per row) wins; else the ``market`` column; else each row's ``city`` mapped to its market
-    (missing or unknown city → None); else None for every row. An empty market name counts as None.
-    """
-    if markets is not None:
-        values: Any = pd.Series([m if m else None for m in markets], dtype="object")
-        to_market = _market_name
-    elif "market" in X.columns:
-        values, to_market = X["market"], _market_name
-    elif "city" in X.columns:
-        values, to_market = X["city"], _market_of_city_value
-    else:
-        return np.zeros(len(X), dtype=np.intp), [None]
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    per_unique = [to_market(value) for value in uniques] + [None]  # the last: missing values (code -1)
-    labels = list(dict.fromkeys(per_unique))
-    remap = np.array([labels.index(m) for m in per_unique], dtype=np.intp)
-    return remap[codes], labels
-
-
-def _market_name(value: Any) -> str | None:
-    return None if pd.isna(value) or not str(value) else str(value)
-
-
-def _market_of_city_value(value: Any) -> str | None:
-    return None if pd.isna(value) else market_of_city(str(value))
-
-
-def _predict_frame(model: RiskModel, X: pd.DataFrame) -> np.ndarray:
-    """``model.predict_proba(X)``, bit for bit, without its DataFrame copies: one float64 matrix for LightGBM.
-
-    The matrix holds what LightGBM's own pandas conversion gives (floats; categorical levels as the
-    booster's codes, other values NaN), so the scores are identical (tested); prediction uses every core.
-    Falls back to ``predict_proba`` when the booster's categories differ from the model's, for missing
-    columns (its error names them) and for an empty frame.
-    """
-    codes = _category_codes(model)
-    if codes is None or len(X) == 0 or any(name not in X.columns for name in model.features):
-        return model.predict_proba(X)
-    columns = []
-    for name in model.features:
-        column = X[name]
-        if name in model.categories:
-            columns.append(_level_codes(column, model.categories[name]))
-        elif pd.api.types.is_float_dtype(column.dtype):
-            columns.append(column.to_numpy(dtype="float64", na_value=np.nan))
-        else:
-            columns.append(pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
-    matrix = np.empty((len(X), len(columns)), dtype="float64")
-    for start in range(0, len(X), _FILL_ROWS):  # row blocks that stay in cache: ~2x faster than whole columns
-        block = matrix[start : start + _FILL_ROWS]
-        for j, values in enumerate(columns):
-            block[:, j] = values[start : start + _FILL_ROWS]
-    return _predict_matrix(model, matrix, num_threads=_cores())
-
-
-_FILL_ROWS = 4096
-
-
-def _level_codes(column: pd.Series, levels: list[str]) -> np.ndarray:
-    """Codes of ``pd.Categorical(column.astype("object"), categories=levels)`` as floats (missing: NaN)."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        # Recode the column's own categories once instead of every value.
-        position = pd.Index(levels, dtype="object").get_indexer(
-            pd.Index(column.cat.categories.astype("object"), dtype="object")
-        )
-        mapping = np.append(position, -1).astype("float64")  # code -1 (missing) stays missing
-        codes = mapping[column.cat.codes.to_numpy()]
-    else:
-        codes = pd.Categorical(column.astype("object"), categories=levels).codes.astype("float64")
-    codes[codes < 0] = np.nan
-    return codes
-
-
-def _cores() -> int:
-    """CPUs this process may use (LightGBM's threads for batch prediction)."""
-    import os
-
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return ModelBundle(models=models, versions=versions, names=names, loaded_at=utc_now())
 
 
 def _cold_start(X: pd.DataFrame) -> list[bool]:
@@ -761,7 +619,8 @@ def _feature_records(X: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]
     return records
 
 
-def _store_as_of(store: Any) -> datetime | None:
+def store_as_of(store: Any) -> datetime | None:
+    """The online store's as_of in UTC, or None when the store has no metadata yet."""
     try:
         value = dict(store.metadata()).get("as_of")
     except Exception:  # an empty store has no metadata yet
@@ -771,84 +630,3 @@ def _store_as_of(store: Any) -> datetime | None:
     ts = pd.Timestamp(value)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return ts.to_pydatetime()
-
-
-# ----------------------------------------------------------------------------------- examples
-def store_ids(store: Any, entity: str, n: int = 1, seed: int = 0) -> list[str]:
-    """Up to ``n`` ids of an entity in the online store (a seeded sample), for examples and benchmarks."""
-    import sqlite3
-
-    conn = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
-    try:
-        ids = [row[0] for row in conn.execute(f"SELECT id FROM features_{entity} ORDER BY id")]  # noqa: S608
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
-    if len(ids) <= n:
-        return ids
-    picks = np.random.default_rng(seed).choice(len(ids), size=n, replace=False)
-    return [ids[i] for i in sorted(picks)]
-
-
-def example_trip_requests(store: Any, n: int = 1, seed: int = 0) -> list[dict[str, Any]]:
-    """Realistic trip requests for real riders and merchants of the store, near the merchant's city."""
-    from safetyml import cities
-
-    rng = np.random.default_rng(seed)
-    riders = store_ids(store, "rider", n, seed) or ["R_UNKNOWN"]
-    merchants = store_ids(store, "merchant", n, seed + 1) or ["M_UNKNOWN"]
-    as_of = _store_as_of(store) or _now()
-    methods, weights = ["card", "cash", "wallet", "voucher"], [0.55, 0.25, 0.15, 0.05]
-    out = []
-    for i in range(n):
-        merchant = merchants[i % len(merchants)]
-        row = store.get_one("merchant", merchant) if merchants != ["M_UNKNOWN"] else None
-        city_id = _text((row or {}).get("city")) or next(iter(cities.registry()))
-        city = cities.get(city_id)
-        lat, lng = city.lat + rng.normal(0, 0.03), city.lng + rng.normal(0, 0.03)
-        dlat, dlng = rng.normal(0, 0.02, size=2)
-        out.append(
-            {
-                "rider_id": riders[i % len(riders)],
-                "merchant_id": merchant,
-                "requested_at": (
-                    pd.Timestamp(as_of) + pd.Timedelta(minutes=int(rng.integers(0, 600)))
-                ).isoformat(),
-                "pickup_lat": round(float(lat), 6),
-                "pickup_lng": round(float(lng), 6),
-                "dropoff_lat": round(float(lat + dlat), 6),
-                "dropoff_lng": round(float(lng + dlng), 6),
-                "distance_km": round(float(np.hypot(dlat, dlng) * 111 * 1.3), 2),
-                "order_value": round(float(rng.lognormal(3.4, 0.6)), 2),
-                "payment_method": str(rng.choice(methods, p=weights)),
-                "rain": bool(rng.random() < 0.2),
-            }
-        )
-    return out
-
-
-def example_curl(
-    port: int = 3000,
-    token_env: str = "SAFETYML_API_TOKEN",
-    host: str = "127.0.0.1",
-    store_path: Path | None = None,
-) -> str:
-    """A ready-to-paste ``curl`` scoring a real rider and merchant of the online store (for the demo)."""
-    import json
-    import shlex
-
-    from safetyml.features.online import OnlineStore
-
-    store = OnlineStore.open(store_path)
-    try:
-        payload = example_trip_requests(store, 1)[0]
-    finally:
-        store.close()
-    body = shlex.quote(json.dumps(payload))
-    return (
-        f"curl -s -X POST http://{host}:{port}/score_trip \\\n"
-        f"  -H 'Content-Type: application/json' \\\n"
-        f'  -H "Authorization: Bearer ${token_env}" \\\n'
-        f"  -d {body}"
-    )
