@@ -26,6 +26,7 @@ from safetyml.api_schemas import (
     TripScoreRequest,
     TripScoreResponse,
 )
+from safetyml.features.zones import cell_of
 from safetyml.model import RiskModel
 from safetyml.policies import PolicySet, load_policies, market_of_city
 from safetyml.scoring_inputs import credit_of, fast_matrix, market_codes, predict_frame, predict_matrix
@@ -375,7 +376,7 @@ class Scorer:
             if plan.zones:
                 city_row = self.store.get_one("city", city) if city is not None else None
                 for role in ("pickup", "dropoff"):
-                    cell = _cell_of(getattr(request, f"{role}_lat"), getattr(request, f"{role}_lng"))
+                    cell = cell_of(getattr(request, f"{role}_lat"), getattr(request, f"{role}_lng"))
                     zone = self.store.get_one("zone", cell) if cell is not None else None
                     if cell is None:  # no coordinates: the city's zone values (as the offline assembly does)
                         known = False
@@ -579,19 +580,6 @@ def _float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
-
-
-def _cell_of(lat: float | None, lng: float | None) -> str | None:
-    """The H3 cell (hex) of a point, as ``zones.cells_of`` gives it, without building arrays for one point."""
-    import h3
-
-    from safetyml.features import zones
-
-    if lat is None or lng is None or not (np.isfinite(lat) and np.isfinite(lng)):
-        return None
-    if abs(lat) > 90 or abs(lng) > 180:
-        return None
-    return h3.latlng_to_cell(float(lat), float(lng), zones.H3_RESOLUTION)
 
 
 def _load_bundle(alias: str) -> ModelBundle:

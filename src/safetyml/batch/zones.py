@@ -44,6 +44,8 @@ from safetyml import cities
 from safetyml.batch.drivers import zone_drivers
 from safetyml.batch.hotspots import fdr_bh, getis_ord_star, two_way_multipliers
 from safetyml.batch.recovery import recovery
+from safetyml.features.definitions import window_ns
+from safetyml.features.request import local_hour_weekday
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +149,7 @@ class ZoneConfig(BaseModel):
 
 def time_band(requested_at: pd.Series, city: pd.Series, config: ZoneConfig) -> np.ndarray:
     """``"night"`` or ``"day"`` per trip, from the local hour in each trip's city time zone."""
-    ts = pd.to_datetime(requested_at, utc=True)
-    hour = np.full(len(ts), -1, dtype=np.int64)
-    city_values = city.astype("object").to_numpy()
-    for name in pd.unique(city_values):
-        rows = city_values == name
-        hour[rows] = ts[rows].dt.tz_convert(cities.timezone_of(str(name))).dt.hour.to_numpy()
+    hour, _ = local_hour_weekday(requested_at, city)  # the features' own local-time conversion
     start, end = config.night_start_hour, config.night_end_hour
     night = (hour >= start) | (hour < end) if start > end else (hour >= start) & (hour < end)
     return np.where(night, "night", "day").astype(object)
@@ -357,8 +354,8 @@ class ZoneResult:
 def parse_window(window: str) -> pd.Timedelta:
     """``"7d"``/``"36h"`` → Timedelta, with a clear error."""
     try:
-        delta = pd.Timedelta(window.replace("d", "D")) if isinstance(window, str) else pd.Timedelta(window)
-    except ValueError:
+        delta = pd.Timedelta(window_ns(window), unit="ns")  # the feature definitions' window syntax
+    except (TypeError, ValueError):
         delta = None
     if delta is None or delta <= pd.Timedelta(0):
         raise ValueError(f"--window {window!r}: expected a positive duration such as 7d or 36h")

@@ -69,6 +69,15 @@ def cells_of(
     return to_str(cells_int(lat, lng, resolution))
 
 
+def cell_of(lat: float | None, lng: float | None, resolution: int = H3_RESOLUTION) -> str | None:
+    """:func:`cells_of` for one point (None for no zone), without building arrays: the request hot path."""
+    if lat is None or lng is None or not (np.isfinite(lat) and np.isfinite(lng)):
+        return None
+    if abs(lat) > 90 or abs(lng) > 180:
+        return None
+    return h3.latlng_to_cell(float(lat), float(lng), resolution)
+
+
 def neighbours(cells: np.ndarray, k: int = 1) -> np.ndarray:
     """For each cell, its grid_disk(k) cells as an (n, 3k(k+1)+1) int64 array padded with 0 (pentagons).
 
