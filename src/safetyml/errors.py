@@ -1,8 +1,16 @@
-"""Turning library errors into messages a user can act on."""
+"""The one base exception of safetyml, and turning library errors into messages a user can act on."""
 
 from __future__ import annotations
 
 from pydantic import ValidationError
+
+
+class SafetymlError(Exception):
+    """Base of every error safetyml raises on purpose; the message names what was wrong and what was expected.
+
+    Subclasses may also derive from a built-in (``ValueError``, ``KeyError``) so that
+    callers catching those keep working.
+    """
 
 
 def validation_message(source: str, exc: ValidationError) -> str:
