@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 def scorer_for(model_dir: Path | None, task: str):
     from safetyml.features.definitions import load_feature_set
     from safetyml.model import RiskModel
-    from safetyml.policies import load_policies
-    from safetyml.scoring import Scorer
+    from safetyml.scoring.policies import load_policies
+    from safetyml.scoring.scorer import Scorer
 
     if model_dir is not None:
         model, version = RiskModel.load(model_dir), "local"

@@ -50,9 +50,9 @@ def _free_port() -> int:
 
 def in_process(requests: list[dict[str, Any]], duration: float) -> dict[str, float]:
     """Scorer.score_trip latency without HTTP (audit log on, as in the service)."""
-    from safetyml.api_schemas import TripScoreRequest
-    from safetyml.audit import AuditLog
-    from safetyml.scoring import Scorer
+    from safetyml.scoring.audit import AuditLog
+    from safetyml.scoring.schemas import TripScoreRequest
+    from safetyml.scoring.scorer import Scorer
 
     audit = AuditLog()
     scorer = Scorer.from_registry(audit=audit)
@@ -208,7 +208,7 @@ def main() -> None:
         os.environ["SAFETYML_HOME"] = str(args.home)
     from safetyml import paths
     from safetyml.features.online import OnlineStore
-    from safetyml.scoring_examples import example_trip_requests
+    from safetyml.scoring.examples import example_trip_requests
 
     home = paths.home()
     with OnlineStore.open() as store:

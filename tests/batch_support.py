@@ -104,8 +104,8 @@ def trained_model(frame: pd.DataFrame, seed: int = 0) -> RiskModel:
 
 
 def make_scorer(model: RiskModel):
-    from safetyml.policies import load_policies
-    from safetyml.scoring import Scorer
+    from safetyml.scoring.policies import load_policies
+    from safetyml.scoring.scorer import Scorer
 
     return Scorer(
         models={model.task: model},

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from safetyml.audit import AuditLog, export_decisions, get_decision, read_decisions
+from safetyml.scoring.audit import AuditLog, export_decisions, get_decision, read_decisions
 
 
 def _decision(i: int, when: datetime) -> dict:
@@ -106,7 +106,7 @@ def test_queued_decisions_are_written_at_interpreter_exit(tmp_path: Path) -> Non
     path = tmp_path / "audit.sqlite"
     code = (
         "import uuid, datetime\n"
-        "from safetyml.audit import AuditLog\n"
+        "from safetyml.scoring.audit import AuditLog\n"
         f"log = AuditLog({str(path)!r})\n"
         "for i in range(300):\n"
         "    log.record({'decision_id': str(uuid.uuid4()), 'decided_at': datetime.datetime.now(datetime.UTC),"

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from safetyml import paths
-from safetyml.policies import ACTIONS, PolicyError, load_policies, load_policy
+from safetyml.scoring.policies import ACTIONS, PolicyError, load_policies, load_policy
 
 SHIPPED = paths.project_dir() / "serving" / "policies"
 

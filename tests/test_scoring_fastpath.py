@@ -196,7 +196,7 @@ def _variants(rng: np.random.Generator, n: int) -> list[pd.DataFrame]:
 
 
 def test_batch_predict_is_predict_proba_bit_for_bit(tiny_model: Any) -> None:
-    from safetyml.scoring_inputs import category_codes, predict_frame
+    from safetyml.scoring.model_inputs import category_codes, predict_frame
 
     assert category_codes(tiny_model) is not None  # the fast matrix path is the one under test
     for X in _variants(np.random.default_rng(5), 9000):  # several row blocks, one partial
@@ -205,8 +205,8 @@ def test_batch_predict_is_predict_proba_bit_for_bit(tiny_model: Any) -> None:
 
 def test_score_features_probability_and_policies_unchanged(tiny_model: Any) -> None:
     """score_features: probability == predict_proba; each row's policy is its market's (or the default)."""
-    from safetyml.policies import load_policies
-    from safetyml.scoring import Scorer
+    from safetyml.scoring.policies import load_policies
+    from safetyml.scoring.scorer import Scorer
 
     policies = load_policies()
     scorer = Scorer({"incident_risk": tiny_model}, policies=policies, feature_set=load_feature_set())
@@ -226,7 +226,7 @@ def test_score_features_probability_and_policies_unchanged(tiny_model: Any) -> N
 
 def _markets_reference(X: pd.DataFrame) -> list[str | None]:
     """The per-row loop the vectorised version replaced (its specification)."""
-    from safetyml.policies import market_of_city
+    from safetyml.scoring.policies import market_of_city
 
     if "market" in X.columns:
         return [None if pd.isna(m) or not str(m) else str(m) for m in X["market"]]
@@ -236,7 +236,7 @@ def _markets_reference(X: pd.DataFrame) -> list[str | None]:
 
 
 def test_markets_of_unique_cities_equal_the_row_loop() -> None:
-    from safetyml.scoring_inputs import market_codes, markets_of
+    from safetyml.scoring.model_inputs import market_codes, markets_of
 
     rng = np.random.default_rng(8)
     values = [*cities.registry(), "atlantis", None, np.nan, ""]

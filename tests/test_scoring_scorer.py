@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from safetyml.api_schemas import MerchantScoreRequest, TripScoreRequest
+from safetyml.scoring.schemas import MerchantScoreRequest, TripScoreRequest
 
 pytestmark = pytest.mark.slow
 
@@ -19,10 +19,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def scoring_env(trained_home: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A copy of trained_home with the online store materialized at the end of the data, and a Scorer."""
-    from safetyml.audit import AuditLog
     from safetyml.features.definitions import load_feature_set
     from safetyml.features.online import OnlineStore, materialize
-    from safetyml.scoring import Scorer
+    from safetyml.scoring.audit import AuditLog
+    from safetyml.scoring.scorer import Scorer
     from safetyml.tables import load_tables
     from tests.fixtures_training import safetyml_env
 
@@ -66,7 +66,7 @@ def _requests(tables: Any, n: int, seed: int) -> list[TripScoreRequest]:
 
 def test_fast_trip_rows_equal_the_offline_assembly(scoring_env: dict) -> None:
     """The real-time path gives exactly assemble_trip_features' values, known ids or not, coords or not."""
-    from safetyml.scoring_inputs import fast_matrix, predict_matrix
+    from safetyml.scoring.model_inputs import fast_matrix, predict_matrix
 
     scorer = scoring_env["scorer"]
     requests = _requests(scoring_env["tables"], 250, seed=3)
@@ -89,7 +89,7 @@ def test_fast_trip_rows_equal_the_offline_assembly(scoring_env: dict) -> None:
 
 
 def test_score_trip_matches_score_features_and_policy(scoring_env: dict) -> None:
-    from safetyml.policies import load_policies
+    from safetyml.scoring.policies import load_policies
 
     scorer = scoring_env["scorer"]
     requests = _requests(scoring_env["tables"], 40, seed=5)
@@ -166,7 +166,7 @@ def test_reload_swaps_the_bundle_atomically(scoring_env: dict) -> None:
 
 
 def test_decisions_reach_the_audit_log(scoring_env: dict) -> None:
-    from safetyml.audit import get_decision
+    from safetyml.scoring.audit import get_decision
 
     scorer = scoring_env["scorer"]
     response = scorer.score_trip(_requests(scoring_env["tables"], 1, seed=11)[0])
@@ -181,7 +181,7 @@ def test_example_curl_names_a_real_rider_and_merchant(scoring_env: dict) -> None
     import shlex
 
     from safetyml.features.online import OnlineStore
-    from safetyml.scoring_examples import example_curl
+    from safetyml.scoring.examples import example_curl
 
     store_path = Path(scoring_env["home"]) / "online_store.sqlite"
     command = example_curl(port=3123, store_path=store_path)
@@ -195,7 +195,7 @@ def test_example_curl_names_a_real_rider_and_merchant(scoring_env: dict) -> None
 
 def test_readiness_needs_both_models_and_a_materialized_store(scoring_env: dict, tmp_path: Path) -> None:
     from safetyml.features.online import OnlineStore
-    from safetyml.scoring import Scorer
+    from safetyml.scoring.scorer import Scorer
 
     scorer = scoring_env["scorer"]
     assert scorer.ready() == (True, "ready")

@@ -172,7 +172,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 def test_health_readiness_and_metadata(served: Served, trained_home: Any) -> None:
     from safetyml.features.definitions import load_feature_set
-    from safetyml.policies import load_policies
+    from safetyml.scoring.policies import load_policies
 
     assert httpx.get(f"{served.url}/healthz").status_code == 200
     assert httpx.get(f"{served.url}/readyz").status_code == 200
@@ -194,8 +194,8 @@ def test_trip_score_over_http_equals_offline_score(served: Served) -> None:
 
     from safetyml import tracking
     from safetyml.features.definitions import load_feature_set
-    from safetyml.policies import load_policies
-    from safetyml.scoring import Scorer
+    from safetyml.scoring.policies import load_policies
+    from safetyml.scoring.scorer import Scorer
     from tests.fixtures_training import safetyml_env
 
     with bentoml.SyncHTTPClient(served.url, token=TOKEN) as client:
@@ -221,7 +221,7 @@ def test_trip_score_over_http_equals_offline_score(served: Served) -> None:
 
 def test_merchant_score_has_credit_score_grade_and_action(served: Served) -> None:
     from safetyml.credit_score import credit_grade, credit_points
-    from safetyml.policies import load_policies
+    from safetyml.scoring.policies import load_policies
 
     response = served.post("/score_merchant", {"merchant_id": served.known_merchant})
     assert response.status_code == 200, response.text
@@ -334,7 +334,7 @@ def test_missing_field_oversize_batch_and_broken_json_are_4xx(served: Served) ->
 
 
 def test_a_decision_is_in_the_audit_log(served: Served) -> None:
-    from safetyml.audit import get_decision
+    from safetyml.scoring.audit import get_decision
 
     payload = _trip_payload(served.trip, order_value=123.45)
     body = served.post("/score_trip", payload).json()
@@ -429,7 +429,7 @@ def test_sighup_reloads_the_worker(served: Served) -> None:
 
 def test_example_curl_works_against_the_server(served: Served) -> None:
     """The demo's ready-to-paste curl (real rider and merchant from the store) gets a 200 and a decision."""
-    from safetyml.scoring_examples import example_curl
+    from safetyml.scoring.examples import example_curl
 
     command = example_curl(
         port=int(served.url.rsplit(":", 1)[1]), store_path=served.home / "online_store.sqlite"
@@ -450,7 +450,7 @@ def test_example_curl_works_against_the_server(served: Served) -> None:
 
 def test_graceful_stop_loses_no_decision(served: Served) -> None:
     """Last test of the module: score more, SIGTERM the server, every decision returned is in the log."""
-    from safetyml.audit import read_decisions
+    from safetyml.scoring.audit import read_decisions
 
     items = [_trip_payload(served.trip, order_value=float(v)) for v in range(1, 201)]
     assert served.post("/score_trips", {"items": items}).status_code == 200

@@ -72,7 +72,7 @@ def test_bento_builds_offline_with_policies_and_source(tmp_path: Path) -> None:
         "serving/policies/BR.yaml",
         "serving/policies/MX.yaml",
         "serving/policies/default.yaml",
-        "src/safetyml/scoring.py",
+        "src/safetyml/scoring/scorer.py",
         "features/trip.yaml",
     ):
         assert (src / name).is_file(), name

@@ -11,7 +11,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, Field, field_validator
 
-CITIES_ENV = "SAFETYML_CITIES"
+from safetyml import envvars
+
+CITIES_ENV = envvars.CITIES
 
 
 class City(BaseModel):

@@ -101,7 +101,7 @@ def run(data: Path, preset: str, seed: int, trials: int) -> None:
     _done(started)
 
     _step("8. Real-time scoring")
-    from safetyml.scoring_examples import example_curl
+    from safetyml.scoring.examples import example_curl
 
     console.print("Start the service (loopback only while SAFETYML_API_TOKEN is unset):")
     console.print("  .venv/bin/safetyml serve --port 3000", markup=False)

@@ -1,10 +1,75 @@
-"""Setting environment variables for a block of code and putting them back afterwards."""
+"""Every environment variable safetyml reads, named once, and a context manager to set some for a block.
+
+Other modules import the names from here (``envvars.HOME``), so `grep envvars.` finds every reader and the
+docs' table can be checked against :data:`ALL`.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+
+HOME = "SAFETYML_HOME"  # state folder (MLflow store, online store, audit log); default .safetyml/
+PROJECT_DIR = "SAFETYML_PROJECT_DIR"  # folder holding features/, training/, serving/, experiments/
+CITIES = "SAFETYML_CITIES"  # YAML file of extra cities merged with the built-in ones
+POLICIES = "SAFETYML_POLICIES"  # folder of decision policies; default serving/policies
+API_TOKEN = "SAFETYML_API_TOKEN"  # bearer token the service requires (unset: loopback only)
+HOST = "SAFETYML_HOST"  # interface the service binds when a token is set (default 127.0.0.1)
+SERVE_WORKERS = "SAFETYML_SERVE_WORKERS"  # service worker processes (default 1)
+SERVE_THREADS = "SAFETYML_SERVE_THREADS"  # threads per worker (default 4)
+MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own: a tracking server instead of the embedded store
+MLFLOW_REGISTRY_URI = "MLFLOW_REGISTRY_URI"  # MLflow's own: a separate model registry
+
+ALL: tuple[str, ...] = (
+    HOME,
+    PROJECT_DIR,
+    CITIES,
+    POLICIES,
+    API_TOKEN,
+    HOST,
+    SERVE_WORKERS,
+    SERVE_THREADS,
+    MLFLOW_TRACKING_URI,
+    MLFLOW_REGISTRY_URI,
+)
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What the service reads from the environment at start-up (``safetyml serve`` sets the last three)."""
+
+    token: str | None
+    host: str
+    workers: int
+    threads: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServeSettings:
+        """Read the settings; the host stays loopback unless a token is set (deny by default)."""
+        env = os.environ if env is None else env
+        token = env.get(API_TOKEN) or None
+        return cls(
+            token=token,
+            host=env.get(HOST, LOOPBACK) if token else LOOPBACK,
+            workers=_positive_int(env, SERVE_WORKERS, 1),
+            threads=_positive_int(env, SERVE_THREADS, 4),
+        )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r}: expected a whole number >= 1") from None
+    if value < 1:
+        raise ValueError(f"environment variable {name}={raw!r}: expected a whole number >= 1")
+    return value
 
 
 @contextmanager

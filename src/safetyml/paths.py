@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-HOME_ENV = "SAFETYML_HOME"
-PROJECT_ENV = "SAFETYML_PROJECT_DIR"
+from safetyml import envvars
+
+HOME_ENV = envvars.HOME
+PROJECT_ENV = envvars.PROJECT_DIR
 
 
 def home() -> Path:

@@ -23,14 +23,14 @@ from typing import Any
 
 import pandas as pd
 
-from safetyml import paths
+from safetyml import envvars, paths
 from safetyml.envvars import environment
 from safetyml.model import SIDECAR_FILE, RiskModel
 
 log = logging.getLogger(__name__)
 
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
-REGISTRY_ENV = "MLFLOW_REGISTRY_URI"
+TRACKING_ENV = envvars.MLFLOW_TRACKING_URI
+REGISTRY_ENV = envvars.MLFLOW_REGISTRY_URI
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 MODEL_NAME_IN_RUN = "model"

@@ -157,7 +157,7 @@ def scorer_from_payload(payload: dict[str, Any]) -> Any:
 
     from safetyml.calibration import Calibrator
     from safetyml.model import RiskModel
-    from safetyml.scoring import Scorer
+    from safetyml.scoring.scorer import Scorer
 
     sidecar = payload["sidecar"]
     model = RiskModel(
@@ -368,7 +368,7 @@ def _champion_scorer(task: str) -> Any:
     """A scorer holding the champion of ``task`` only (no online store: the features are in the file)."""
     from safetyml import tracking
     from safetyml.features.definitions import load_feature_set
-    from safetyml.scoring import Scorer
+    from safetyml.scoring.scorer import Scorer
 
     model, ref = tracking.load_model(task, "champion")
     return Scorer(

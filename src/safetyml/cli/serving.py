@@ -12,10 +12,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from safetyml import envvars
 from safetyml.cli.common import fail
 
 console = Console()
-TOKEN_ENV = "SAFETYML_API_TOKEN"
+TOKEN_ENV = envvars.API_TOKEN
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SERVICE = "serving.service:SafetyScoring"
 
@@ -52,7 +53,7 @@ def serve(
 ) -> None:
     """Start the real-time scoring service (BentoML) with the champion models and the online store."""
     from safetyml import paths
-    from safetyml.policies import PolicyError, load_policies
+    from safetyml.scoring.policies import PolicyError, load_policies
 
     token = os.environ.get(TOKEN_ENV)
     if not token and host not in LOOPBACK:
@@ -70,9 +71,9 @@ def serve(
         highlight=False,
     )
     command = bentoml_serve_command(port, host)
-    os.environ["SAFETYML_SERVE_WORKERS"] = str(workers)
+    os.environ[envvars.SERVE_WORKERS] = str(workers)
     if token and host not in LOOPBACK:
-        os.environ["SAFETYML_HOST"] = host
+        os.environ[envvars.HOST] = host
     sys.stdout.flush()
     os.chdir(paths.project_dir())
     os.execv(command[0], command)  # replace this process, so signals (Ctrl-C, SIGTERM) reach BentoML directly
@@ -86,7 +87,7 @@ def show(
     """Print one decision (scores, versions, features, reasons, request) for an appeal review."""
     from rich.table import Table
 
-    from safetyml.audit import COLUMNS, NESTED_COLUMNS, default_path, get_decision
+    from safetyml.scoring.audit import COLUMNS, NESTED_COLUMNS, default_path, get_decision
 
     record = get_decision(decision_id)
     if record is None:
@@ -127,7 +128,7 @@ def export(
     out: Path = typer.Option(..., "--out", help="Parquet file to write."),
 ) -> None:
     """Write every decision made since TS to a Parquet file."""
-    from safetyml.audit import export_decisions
+    from safetyml.scoring.audit import export_decisions
 
     count = export_decisions(out, since=since)
     console.print(f"wrote {count:,} decisions since {since.isoformat()} to {out}", highlight=False)

@@ -19,17 +19,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from safetyml.api_schemas import (
+from safetyml.errors import SafetymlError
+from safetyml.features.zones import cell_of
+from safetyml.model import RiskModel
+from safetyml.scoring.model_inputs import credit_of, fast_matrix, market_codes, predict_frame, predict_matrix
+from safetyml.scoring.policies import PolicySet, load_policies, market_of_city
+from safetyml.scoring.schemas import (
     MerchantScoreRequest,
     MerchantScoreResponse,
     ReasonCode,
     TripScoreRequest,
     TripScoreResponse,
 )
-from safetyml.features.zones import cell_of
-from safetyml.model import RiskModel
-from safetyml.policies import PolicySet, load_policies, market_of_city
-from safetyml.scoring_inputs import credit_of, fast_matrix, market_codes, predict_frame, predict_matrix
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,20 @@ _REQUEST_COLUMNS = (
 )
 
 
-class NotReadyError(RuntimeError):
+class NotReadyError(SafetymlError, RuntimeError):
     """The scorer lacks a model or the online store needed for the request."""
 
 
-class AsOfError(ValueError):
+class AsOfError(SafetymlError, ValueError):
     """A merchant score was asked for before the online store's as_of (the store cannot go back in time)."""
+
+    field = "as_of"
+
+
+class ReloadError(SafetymlError, RuntimeError):
+    """Loading the models under an alias failed; the previous models stay in use."""
+
+    field = "alias"
 
 
 @dataclass(frozen=True)
@@ -433,7 +442,10 @@ class Scorer:
 
     def score_merchant(self, request: MerchantScoreRequest) -> MerchantScoreResponse:
         """Score one merchant's probability of a credit event, with credit score, grade and action."""
-        return self.score_merchants([request])[0]
+        try:
+            return self.score_merchants([request])[0]
+        except AsOfError as exc:  # one request: its error needs no item index
+            raise AsOfError(str(exc).replace("items[0].", "")) from None
 
     def score_merchants(self, requests: list[MerchantScoreRequest]) -> list[MerchantScoreResponse]:
         bundle = self._bundle

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from safetyml.scoring import optional_text, store_as_of, utc_now
+from safetyml.scoring.scorer import optional_text, store_as_of, utc_now
 
 
 def store_ids(store: Any, entity: str, n: int = 1, seed: int = 0) -> list[str]:

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from safetyml import envvars
 from safetyml.errors import validation_message
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ Action = Literal["allow", "monitor", "step_up_verification", "manual_review", "b
 ACTIONS: tuple[str, ...] = ("allow", "monitor", "step_up_verification", "manual_review", "block")
 TASKS: tuple[str, ...] = ("incident_risk", "merchant_credit")
 DEFAULT_MARKET = "default"
-POLICIES_ENV = "SAFETYML_POLICIES"
+POLICIES_ENV = envvars.POLICIES
 
 
 class PolicyError(ValueError):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from safetyml.model import RiskModel
-from safetyml.policies import market_of_city
+from safetyml.scoring.policies import market_of_city
 
 
 def category_codes(model: RiskModel) -> dict[str, dict[str, int]] | None:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from safetyml.contract import PAYMENT_METHODS
-from safetyml.policies import Action
+from safetyml.scoring.policies import Action
 
 MAX_BATCH = 1000
 # Timestamps outside these bounds are refused (a typo, not a trip); pandas' nanosecond range ends in 2262.
@@ -146,12 +146,3 @@ class ReloadRequest(_Strict):
 class ReloadResponse(BaseModel):
     model_versions: dict[str, str]
     previous_versions: dict[str, str]
-
-
-class Metadata(BaseModel):
-    model_versions: dict[str, str]
-    model_names: dict[str, str]
-    feature_definitions_version: str | None
-    online_store: dict[str, Any]
-    policy_versions: dict[str, str]
-    authenticated: bool

@@ -1,0 +1,60 @@
+"""What the scoring service does at start-up and answers without a model call, outside BentoML."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from safetyml import envvars
+from safetyml.envvars import ServeSettings
+from safetyml.scoring.policies import load_policies
+from safetyml.scoring.reload import ScorerHost
+
+log = logging.getLogger("safetyml.serving")
+
+
+class _QuietValidationErrors(logging.Filter):
+    """Bad requests get a 400 naming the field; do not also log them as server errors with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, ValidationError)
+
+
+def setup_logging() -> None:
+    """BentoML configures only its own loggers; give safetyml's an INFO handler in the same style."""
+    root = logging.getLogger("safetyml")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s [%(levelname)s] [%(name)s] %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+        )
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+    logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietValidationErrors())
+
+
+def prepare(settings: ServeSettings) -> None:
+    """Logging, then the policies: an invalid policy file raises here, so ``bentoml serve`` exits at start."""
+    setup_logging()
+    load_policies()
+    if settings.token is None:
+        log.warning(
+            "%s is not set: the service is UNAUTHENTICATED and must stay bound to 127.0.0.1",
+            envvars.API_TOKEN,
+        )
+
+
+def metadata_answer(host: ScorerHost | None, settings: ServeSettings) -> tuple[int, dict[str, Any]]:
+    """``GET /metadata``: status and body (versions of models, features, store and policies; or 503)."""
+    if host is None or host.scorer is None:
+        return 503, {"error": "not ready", "detail": getattr(host, "load_error", None)}
+    meta = host.scorer.metadata()
+    meta["authenticated"] = settings.token is not None
+    return 200, meta
+
+
+__all__ = ["metadata_answer", "prepare", "setup_logging"]
