@@ -16,7 +16,16 @@ from safetyml.simulate.trips import _ids
 from safetyml.simulate.world import build_cities, build_zones, make_ids
 from safetyml.tables import load_tables
 
-TRUTH = ("trip_probability", "merchant_default", "hot_zones", "zones")
+TRUTH = (
+    "trip_probability",
+    "merchant_default",
+    "hot_zones",
+    "zones",
+    "rider_spells",
+    "merchant_fronts",
+    "zone_waves",
+)
+TRUTH_JSON = ("dynamics", "drift")
 
 
 @pytest.fixture(scope="module")
@@ -25,21 +34,22 @@ def tables(small_data_dir):
 
 
 def _files(folder):
-    return sorted(p.relative_to(folder) for p in folder.rglob("*.parquet"))
+    return sorted(p.relative_to(folder) for ext in ("parquet", "json") for p in folder.rglob(f"*.{ext}"))
 
 
 def test_same_seed_gives_byte_identical_files(small_data_dir, tmp_path):
     simulate(tmp_path, preset="small", seed=7, progress=False)
     files = _files(small_data_dir)
     assert files == _files(tmp_path)
-    assert len(files) == len(TABLE_ORDER) + len(TRUTH)
+    assert len(files) == len(TABLE_ORDER) + len(TRUTH) + len(TRUTH_JSON)
     for rel in files:
         assert (small_data_dir / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
 
 
 def test_different_seed_gives_different_data(small_data_dir, tmp_path):
     simulate(tmp_path, preset="small", seed=8, progress=False)
-    for name in ("trips.parquet", "incidents.parquet", "merchant_ledger.parquet", "truth/hot_zones.parquet"):
+    names = ("trips.parquet", "incidents.parquet", "merchant_ledger.parquet", "truth/hot_zones.parquet")
+    for name in (*names, "truth/rider_spells.parquet", "truth/zone_waves.parquet"):
         assert (small_data_dir / name).read_bytes() != (tmp_path / name).read_bytes(), name
 
 

@@ -1,20 +1,44 @@
 """A seeded, believable food-delivery platform: the contract tables plus the latent truth behind them.
 
-``simulate`` writes DIR/<table>.parquet and DIR/truth/*.parquet; ``simulate_tables`` returns the same
-frames in memory. Same preset and seed give byte-identical files.
+``simulate`` writes DIR/<table>.parquet and DIR/truth/*.parquet (+ truth/dynamics.json, truth/drift.json);
+``simulate_tables`` returns the same frames in memory. Same preset, seed and drift give byte-identical files.
+Temporal dynamics (rider spells, merchant fronts, zone waves, daily rider risk) are on by default: see
+``safetyml.simulate.dynamics`` and the ``dynamics`` field of each preset.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from safetyml.simulate.dynamics import (
+    Drift,
+    build_state,
+    drift_json,
+    dynamics_json,
+    episodes_frame,
+    parse_drift,
+    waves_frame,
+    write_json,
+)
 from safetyml.simulate.ledger import simulate_credit
-from safetyml.simulate.presets import DAY_NS, END, PRESETS, Preset, get_preset
+from safetyml.simulate.presets import (
+    CITY_MIX,
+    DAY_NS,
+    END,
+    PRESETS,
+    Dynamics,
+    Episode,
+    Preset,
+    Waves,
+    get_preset,
+)
 from safetyml.simulate.trips import (
     build_calendar,
     draw_trips,
@@ -35,7 +59,17 @@ from safetyml.simulate.world import (
 )
 from safetyml.simulate.writer import BlockWriter, SimulationSummary, write_frame
 
-__all__ = ["PRESETS", "Preset", "SimulationSummary", "simulate", "simulate_tables"]
+__all__ = [
+    "PRESETS",
+    "Drift",
+    "Dynamics",
+    "Episode",
+    "Preset",
+    "SimulationSummary",
+    "Waves",
+    "simulate",
+    "simulate_tables",
+]
 
 # Independent random streams, so changing one part of the simulation does not reshuffle the others.
 _STREAMS = {
@@ -45,6 +79,7 @@ _STREAMS = {
     "credit": 4,
     "calendar": 5,
     "incidents": 6,
+    "dynamics": 7,
     "blocks": 100,
 }
 
@@ -53,7 +88,14 @@ def _rng(seed: int, stream: str, sub: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, _STREAMS[stream], sub])
 
 
-def _run(preset: Preset, seed: int, progress: bool, out: Path | None):
+def _drifts(preset: Preset, drift: Sequence[str | Drift]) -> tuple[Drift, ...]:
+    city_ids = list(CITY_MIX)
+    return tuple(
+        d if isinstance(d, Drift) else parse_drift(d, city_ids, preset.start, preset.days) for d in drift
+    )
+
+
+def _run(preset: Preset, seed: int, progress: bool, out: Path | None, drifts: tuple[Drift, ...] = ()):
     """Simulate everything; with ``out``, write all files (trips block by block) as it goes.
 
     Returns (tables, truth, row counts); trips and trip_probability are only kept in memory without ``out``.
@@ -74,6 +116,7 @@ def _run(preset: Preset, seed: int, progress: bool, out: Path | None):
         bar.advance(task)
         cal = build_calendar(world, _rng(seed, "calendar"))
         counts = trip_counts(world, cal)
+        world.dynamics = build_state(world, cal.midnight_ns, preset.dynamics, drifts, _rng(seed, "dynamics"))
         id_width = max(7, len(str(preset.trips + 1)))
         writers = (
             {
@@ -117,7 +160,24 @@ def _run(preset: Preset, seed: int, progress: bool, out: Path | None):
             "merchant_ledger": credit.ledger,
             "credit_events": credit.credit_events,
         }
-        truth = {"merchant_default": credit.truth, "hot_zones": zones.hot_zones, "zones": zones_frame(world)}
+        city_ids = [c.id for c in city_list]
+        state = world.dynamics
+        truth = {
+            "merchant_default": credit.truth,
+            "hot_zones": zones.hot_zones,
+            "zones": zones_frame(world),
+            "rider_spells": episodes_frame(
+                state.spells, riders.id, riders.city, "rider_id", city_ids, cal.midnight_ns
+            ),
+            "merchant_fronts": episodes_frame(
+                state.fronts, merchants.id, merchants.city, "merchant_id", city_ids, cal.midnight_ns
+            ),
+            "zone_waves": waves_frame(state.wave_rows, city_ids, cal.midnight_ns),
+        }
+        settings = {
+            "dynamics": dynamics_json(preset.dynamics),
+            "drift": drift_json(drifts, city_ids, cal.midnight_ns),
+        }
         if not out:
             tables["trips"] = pa.concat_tables(kept["trips"]).to_pandas()
             truth["trip_probability"] = pa.concat_tables(kept["trip_probability"]).to_pandas()
@@ -126,30 +186,56 @@ def _run(preset: Preset, seed: int, progress: bool, out: Path | None):
                 write_frame(df, out / f"{name}.parquet")
             for name, df in truth.items():
                 write_frame(df, out / "truth" / f"{name}.parquet")
+            for name, obj in settings.items():
+                write_json(obj, out / "truth" / f"{name}.json")
+        if not out:
+            truth.update(settings)
         bar.advance(task)
     counts_out = {
         "trips": rows,
         **{k: len(v) for k, v in tables.items() if k != "trips"},
-        **{f"truth/{k}": len(v) for k, v in truth.items() if k != "trip_probability"},
+        **{f"truth/{k}": len(v) for k, v in truth.items() if k not in ("trip_probability", *settings)},
         "truth/trip_probability": rows,
     }
     return tables, truth, counts_out
 
 
-def simulate(out: Path, preset: str = "small", seed: int = 0, progress: bool = True) -> SimulationSummary:
-    """Simulate a platform into ``out`` (tables + truth/) and say what was written and how long it took."""
-    chosen = get_preset(preset)
+def _choose(preset: str | Preset, dynamics: Dynamics | None) -> Preset:
+    chosen = preset if isinstance(preset, Preset) else get_preset(preset)
+    return chosen if dynamics is None else dataclasses.replace(chosen, dynamics=dynamics)
+
+
+def simulate(
+    out: Path,
+    preset: str | Preset = "small",
+    seed: int = 0,
+    progress: bool = True,
+    drift: Sequence[str | Drift] = (),
+    dynamics: Dynamics | None = None,
+) -> SimulationSummary:
+    """Simulate a platform into ``out`` (tables + truth/) and say what was written and how long it took.
+
+    ``drift``: changes injected from a day on, as ``Drift`` objects or ``--drift`` strings such as
+    ``city_incident_rate:sao_paulo:+30%:2026-09-01`` (recorded in truth/drift.json). ``dynamics``
+    replaces the preset's temporal dynamics (``Dynamics.off()`` for a stationary platform).
+    """
+    chosen = _choose(preset, dynamics)
+    drifts = _drifts(chosen, drift)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    _, _, counts = _run(chosen, seed, progress, out)
-    return SimulationSummary(preset, seed, out, counts, time.perf_counter() - started)
+    _, _, counts = _run(chosen, seed, progress, out, drifts)
+    return SimulationSummary(chosen.name, seed, out, counts, time.perf_counter() - started)
 
 
 def simulate_tables(
-    preset: str = "small", seed: int = 0
+    preset: str | Preset = "small",
+    seed: int = 0,
+    drift: Sequence[str | Drift] = (),
+    dynamics: Dynamics | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """The simulated tables and truth in memory (for tests and notebooks): (tables, truth)."""
-    tables, truth, _ = _run(get_preset(preset), seed, False, None)
+    chosen = _choose(preset, dynamics)
+    tables, truth, _ = _run(chosen, seed, False, None, _drifts(chosen, drift))
     order = ["riders", "merchants", "trips", "incidents", "merchant_ledger", "credit_events"]
     return {k: tables[k] for k in order}, truth

@@ -1,8 +1,8 @@
-"""Simulation presets (sizes) and the fixed calendar every preset shares, so files are reproducible."""
+"""Simulation presets (sizes and temporal dynamics) and the fixed calendar every preset shares."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -22,6 +22,59 @@ CITY_MIX: dict[str, float] = {
 
 
 @dataclass(frozen=True)
+class Episode:
+    """One kind of spell (of a rider) or front (of a merchant) and what it does to the entity's trips."""
+
+    name: str
+    share: float  # share of riders (merchants) that go through one such episode in the period
+    min_days: int
+    max_days: int  # duration drawn uniformly in [min_days, max_days]
+    odds: float  # incident odds multiplier on the entity's trips during the episode
+    velocity: float = 1.0  # trips per day multiplier during the episode
+    value: float = 1.0  # median order value multiplier
+    night: float = 0.0  # share of the episode's trips moved to night hours (22-04 local)
+    cash: float = 0.0  # share of the episode's trips paid in cash (on top of the usual)
+    new_merchant: float = (
+        0.0  # share of a rider's spell trips at a merchant drawn uniformly, not by popularity
+    )
+    robbery: bool = False  # incidents lean to robbery
+
+
+@dataclass(frozen=True)
+class Waves:
+    """Short robbery waves: a zone (odds x ``odds``) and its H3 ring (x ``ring_odds``) for a few days."""
+
+    per_city_per_30_days: float = 1.0
+    min_days: int = 3
+    max_days: int = 8
+    odds: float = 4.0
+    ring_odds: float = 2.0
+
+
+@dataclass(frozen=True)
+class Dynamics:
+    """The temporal dynamics of a preset; ``Dynamics.off()`` gives the old stationary platform."""
+
+    spells: tuple[Episode, ...] = (
+        Episode(
+            "takeover", 0.03, 2, 10, odds=4.0, velocity=2.5, value=2.2, night=0.5, cash=0.3, new_merchant=0.6
+        ),
+        Episode("shared", 0.05, 4, 20, odds=1.8, velocity=1.5, value=1.3, night=0.25, new_merchant=0.3),
+    )
+    fronts: tuple[Episode, ...] = (
+        Episode("robbery_front", 0.01, 14, 42, odds=5.0, velocity=1.3, night=0.4, cash=0.5, robbery=True),
+        Episode("fraud_front", 0.015, 14, 42, odds=2.5, velocity=1.6, value=2.5, cash=0.2),
+    )
+    waves: Waves = field(default_factory=Waves)
+    daily_sd: float = 0.3  # sd of each rider's day-to-day log-odds (AR(1) over days)
+    daily_phi: float = 0.7  # day-to-day autocorrelation of that variation
+
+    @classmethod
+    def off(cls) -> Dynamics:
+        return cls(spells=(), fronts=(), waves=Waves(per_city_per_30_days=0.0), daily_sd=0.0)
+
+
+@dataclass(frozen=True)
 class Preset:
     """Sizes of one simulated platform."""
 
@@ -31,6 +84,7 @@ class Preset:
     riders: int
     merchants: int
     block_days: int = 10  # trips are generated (and written) in blocks of this many days
+    dynamics: Dynamics = field(default_factory=Dynamics)  # spells, fronts, waves, daily risk
 
     @property
     def start(self) -> pd.Timestamp:

@@ -9,6 +9,13 @@ import pandas as pd
 import pyarrow as pa
 
 from safetyml.contract import INCIDENT_TYPES, PAYMENT_METHODS
+from safetyml.simulate.dynamics import (
+    DRIFT,
+    ZONE_WAVE,
+    apply_to_trips,
+    drift_multipliers,
+    wave_logodds,
+)
 from safetyml.simulate.presets import DAY_NS
 from safetyml.simulate.world import VEHICLE_EFFECT, World
 
@@ -144,8 +151,13 @@ def draw_trips(
         pos = _pick_active(r.signup_ns[rrows], np.cumsum(r.weight[rrows]), t, rng.random(n))
         rider = np.where(pos >= 0, rrows[np.maximum(pos, 0)], -1)
         keep = (merchant >= 0) & (rider >= 0) & (t < world.end_ns)
-        day, hour, t, merchant, rider = day[keep], hour[keep], t[keep], merchant[keep], rider[keep]
+        day, t, merchant, rider = day[keep], t[keep], merchant[keep], rider[keep]
         n = len(t)
+        # temporal dynamics (spells, fronts, daily risk) may move a trip's rider, merchant and hour
+        dyn = apply_to_trips(world.dynamics, world, ci, cal.midnight_ns[ci], day, t, merchant, rider, rng)
+        t, merchant, rider = dyn["t"], dyn["merchant"], dyn["rider"]
+        hour = (t - cal.midnight_ns[ci, day]) // (3600 * 10**9)
+        p_mult, shift = drift_multipliers(world.dynamics, ci, day)
         # pickup at the merchant (tiny jitter), drop-off a few km away, well inside its H3 cell
         jr, ja = 0.02 * np.sqrt(rng.random(n)), rng.uniform(0, 2 * np.pi, n)
         px, py = m.x[merchant] + jr * np.cos(ja), m.y[merchant] + jr * np.sin(ja)
@@ -157,10 +169,16 @@ def draw_trips(
         plat, plng = city.to_latlng(px, py)
         dlat, dlng = city.to_latlng(dx, dy)
         route = np.hypot(dx - px, dy - py) * rng.uniform(1.15, 1.45, n) + 0.2
-        value = np.round(np.exp(m.value_mu[merchant] + 0.45 * rng.standard_normal(n)), 2)
+        route = np.minimum(route * shift["distance_km"], 20.0)
+        value_mu = m.value_mu[merchant] + dyn["value_log"] + np.log(shift["order_value"])
+        value = np.round(np.exp(value_mu + 0.45 * rng.standard_normal(n)), 2)
         pay_p = np.array([0.88 - city.cash_share, city.cash_share, 0.08, 0.04])
         pay = rng.choice(len(PAYMENT_METHODS), size=n, p=pay_p / pay_p.sum())
+        pay = np.where(rng.random(n) < dyn["cash"], 1, pay)
         rain = cal.rain[ci, day]
+        wave = wave_logodds(world.dynamics, m.zone[merchant], dzone, day)
+        drifted = (p_mult != 1) | (shift["distance_km"] != 1) | (shift["order_value"] != 1)
+        episode = dyn["episode"] | np.where(wave > 0, ZONE_WAVE, 0) | np.where(drifted, DRIFT, 0)
         parts.append(
             dict(
                 city=np.full(n, ci),
@@ -178,6 +196,10 @@ def draw_trips(
                 value=value,
                 pay=pay,
                 rain=rain,
+                dyn_logit=dyn["logit"] + wave,
+                robbery=np.maximum(dyn["robbery"], (wave > 0).astype(float)),
+                episode=episode.astype(np.uint8),
+                p_mult=p_mult,
             )
         )
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -226,9 +248,11 @@ def finish_block(
         + 0.5 * night * moto
         + 0.6 * rain * inexp
         + 0.3 * cash * night
+        + b["dyn_logit"]
     )
-    p = sigmoid(logit)
-    hot_any = ((hot_p + hot_d) > 0).astype(float)
+    # the oracle: injected drift multiplies the probability itself, as the monitoring checks assume
+    p = np.minimum(sigmoid(logit) * b["p_mult"], 1.0)
+    hot_any = np.maximum(((hot_p + hot_d) > 0).astype(float), b["robbery"])
     q_severe = sigmoid(-1.7 + 0.8 * night + 0.5 * moto + 0.4 * hot_any + 0.03 * b["dist"])
 
     # --- incidents
@@ -242,7 +266,7 @@ def finish_block(
     tl = np.tile(TYPE_BASE, (len(hit), 1))
     tl[:, 0] += 0.8 * rain[hit] + 0.05 * b["dist"][hit]
     tl[:, 1] += 1.2 * night[hit] + 1.0 * hot_any[hit]
-    tl[:, 2] += 1.2 * night[hit] + 1.0 * hot_any[hit] + 0.5 * cash[hit]
+    tl[:, 2] += 1.2 * night[hit] + 1.0 * hot_any[hit] + 0.5 * cash[hit] + 1.0 * b["robbery"][hit]
     tl[:, 4] += 0.5 * cash[hit]
     itype = np.argmax(tl + rng.gumbel(size=tl.shape), axis=1)
     occurred = b["t"][hit] + rng.integers(5 * 60, 45 * 60, len(hit)) * 10**9
@@ -301,7 +325,15 @@ def finish_block(
             "rain": b["rain"],
         }
     )
-    truth = pa.table({"trip_id": trip_ids, "p_incident": p, "p_incident_severe": p * q_severe})
+    truth = pa.table(
+        {
+            "trip_id": trip_ids,
+            "p_incident": p,
+            "p_incident_severe": p * q_severe,
+            "log_odds_dynamic": b["dyn_logit"].astype(np.float32),
+            "episode": b["episode"],
+        }
+    )
     return Block(trips, truth, inc)
 
 

@@ -120,6 +120,7 @@ class World:
     merchants: Merchants
     start_ns: int
     end_ns: int
+    dynamics: object = None  # the DynamicsState the trip blocks read (set once the calendar is built)
 
 
 def make_ids(prefix: str, numbers: np.ndarray, width: int) -> np.ndarray:
