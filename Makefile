@@ -8,7 +8,7 @@ PRESET ?= medium
 SEED ?= 7
 TRIALS ?= 4
 
-.PHONY: install demo test test-all lint format bench clean
+.PHONY: install demo test test-all lint format bench bento-requirements clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests serving benchmarks
 	$(BIN)/ruff format src tests serving benchmarks
+
+# serving/requirements.txt (the bento's pins) from pyproject.toml + constraints.txt; rerun after changing either
+bento-requirements: $(STAMP)
+	$(BIN)/python serving/make_requirements.py
 
 clean:
 	rm -rf $(VENV) .safetyml data .pytest_cache .ruff_cache

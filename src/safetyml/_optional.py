@@ -16,7 +16,8 @@ class MissingExtraError(SafetymlError, ImportError):
 
 
 def require(module: str, extra: str) -> ModuleType:
-    """Import ``module`` and return it, or raise :class:`MissingExtraError` naming ``pip install 'safetyml[extra]'``.
+    """Import ``module`` and return it; if it is not installed, raise :class:`MissingExtraError` naming
+    ``pip install 'safetyml[extra]'``.
 
     Call it inside the function that needs the module (heavy imports stay lazy), e.g.
     ``dd = require("dask.dataframe", "dask")``.
