@@ -17,14 +17,30 @@ def simulate(
     out: Path = typer.Option(..., "--out", help="Folder to write the tables and truth/ to."),
     preset: str = typer.Option("small", "--preset", help="small (~50k trips), medium (~1M), large (~10M)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives byte-identical files."),
+    drift: list[str] = typer.Option(
+        [],
+        "--drift",
+        help="Inject a change from a day on (repeatable): city_incident_rate:CITY:+30%:DAY or "
+        "feature_shift:order_value|distance_km:CITY:+20%:DAY; CITY may be 'all', DAY a date or a day "
+        "number. Recorded in truth/drift.json.",
+    ),
+    dynamics: bool = typer.Option(
+        True, "--dynamics/--no-dynamics", help="Rider spells, merchant fronts, zone waves, daily rider risk."
+    ),
 ) -> None:
     """Simulate a food-delivery platform (cities, riders, merchants, trips, incidents, ledger, truth)."""
-    from safetyml.simulate import PRESETS
+    from safetyml.simulate import PRESETS, Dynamics, parse_drifts
     from safetyml.simulate import simulate as run_simulation
 
     if preset not in PRESETS:
         fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    summary = run_simulation(out, preset=preset, seed=seed)
+    try:
+        drifts = parse_drifts(PRESETS[preset], drift)
+    except ValueError as exc:
+        fail(str(exc))
+    summary = run_simulation(
+        out, preset=preset, seed=seed, drift=drifts, dynamics=None if dynamics else Dynamics.off()
+    )
     console.print(summary.render())
 
 

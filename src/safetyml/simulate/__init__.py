@@ -67,6 +67,7 @@ __all__ = [
     "Preset",
     "SimulationSummary",
     "Waves",
+    "parse_drifts",
     "simulate",
     "simulate_tables",
 ]
@@ -88,7 +89,8 @@ def _rng(seed: int, stream: str, sub: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, _STREAMS[stream], sub])
 
 
-def _drifts(preset: Preset, drift: Sequence[str | Drift]) -> tuple[Drift, ...]:
+def parse_drifts(preset: Preset, drift: Sequence[str | Drift]) -> tuple[Drift, ...]:
+    """``Drift`` objects from ``--drift`` strings (see ``parse_drift``); a bad one raises a ValueError."""
     city_ids = list(CITY_MIX)
     return tuple(
         d if isinstance(d, Drift) else parse_drift(d, city_ids, preset.start, preset.days) for d in drift
@@ -220,7 +222,7 @@ def simulate(
     replaces the preset's temporal dynamics (``Dynamics.off()`` for a stationary platform).
     """
     chosen = _choose(preset, dynamics)
-    drifts = _drifts(chosen, drift)
+    drifts = parse_drifts(chosen, drift)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -236,6 +238,6 @@ def simulate_tables(
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """The simulated tables and truth in memory (for tests and notebooks): (tables, truth)."""
     chosen = _choose(preset, dynamics)
-    tables, truth, _ = _run(chosen, seed, False, None, _drifts(chosen, drift))
+    tables, truth, _ = _run(chosen, seed, False, None, parse_drifts(chosen, drift))
     order = ["riders", "merchants", "trips", "incidents", "merchant_ledger", "credit_events"]
     return {k: tables[k] for k in order}, truth

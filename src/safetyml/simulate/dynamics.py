@@ -48,7 +48,7 @@ class Drift:
 
 _DRIFT_HELP = (
     "city_incident_rate:CITY:FACTOR:DAY or feature_shift:FEATURE:CITY:FACTOR:DAY, where CITY is a city id "
-    "or 'all', FACTOR is +30% / -20% / 1.3, DAY is a date (2026-09-01) or a day number from the start"
+    "or 'all', FACTOR is +30% / -20% / x1.3, DAY is a date (2026-09-01) or a day number from the start"
 )
 
 
@@ -68,10 +68,11 @@ def parse_drift(text: str, city_ids: list[str], start: pd.Timestamp, days: int) 
         raise ValueError(
             f"--drift {text!r}: unknown city {city!r}; choose one of {', '.join(city_ids)} or all"
         )
-    m = re.fullmatch(r"([+-]\d+(?:\.\d+)?)%|(\d+(?:\.\d+)?)", factor_s)
+    # a bare number is refused: "30" could mean +30% or x30
+    m = re.fullmatch(r"([+-]\d+(?:\.\d+)?)%|x(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)x", factor_s)
     if not m:
-        raise ValueError(f"--drift {text!r}: factor {factor_s!r} is not like +30%, -20% or 1.3")
-    factor = 1 + float(m.group(1)) / 100 if m.group(1) else float(m.group(2))
+        raise ValueError(f"--drift {text!r}: factor {factor_s!r} is not like +30%, -20% or x1.3")
+    factor = 1 + float(m.group(1)) / 100 if m.group(1) else float(m.group(2) or m.group(3))
     if factor <= 0:
         raise ValueError(f"--drift {text!r}: the factor must be positive, got {factor}")
     if day_s.isdigit():
