@@ -17,7 +17,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from safetyml._optional import MissingExtraError, require
+from safetyml._optional import MissingExtraError, ensure, require
 from safetyml.errors import SafetymlError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +160,12 @@ def test_require_names_the_extra_when_missing():
     assert isinstance(info.value, SafetymlError) and isinstance(info.value, ImportError)
 
 
+def test_ensure_checks_without_importing():
+    ensure("bentoml", "serve")  # installed with the dev extra: no error
+    with pytest.raises(MissingExtraError, match=r"pip install 'safetyml\[serve\]'"):
+        ensure("safetyml_no_such_module", "serve")
+
+
 def test_require_does_not_blame_the_extra_for_a_broken_module(tmp_path, monkeypatch):
     (tmp_path / "present_but_broken.py").write_text("import safetyml_missing_dependency_of_it\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -204,3 +210,40 @@ def test_bentofile_installs_the_generated_requirements_and_libgomp():
     assert (ROOT / config["python"]["requirements_txt"]).resolve() == ROOT / "serving" / "requirements.txt"
     assert "packages" not in config["python"], "list packages in pyproject, not by hand in the bentofile"
     assert "libgomp1" in config["docker"]["system_packages"]
+
+
+@pytest.fixture
+def without(monkeypatch):
+    """Make ``ensure`` see the given top-level modules as not installed."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def hide(*modules: str) -> None:
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a: None if name in modules else real(name, *a)
+        )
+
+    return hide
+
+
+def test_serve_without_the_serve_extra_names_it(without, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from safetyml.cli import app
+
+    monkeypatch.setenv("SAFETYML_HOME", str(tmp_path))
+    monkeypatch.delenv("SAFETYML_API_TOKEN", raising=False)
+    without("bentoml")
+    result = CliRunner().invoke(app, ["serve", "--port", "3999"])
+    assert result.exit_code == 2
+    assert "pip install 'safetyml[serve]'" in result.output
+
+
+def test_score_file_on_dask_without_the_dask_extra_names_it(without, tmp_path):
+    from safetyml.batch.score_file import score_file
+
+    (tmp_path / "in.parquet").write_bytes(b"")
+    without("distributed")
+    with pytest.raises(MissingExtraError, match=r"safetyml\[dask\]"):
+        score_file("incident_risk", tmp_path / "in.parquet", tmp_path / "out.parquet", engine="dask")

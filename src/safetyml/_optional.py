@@ -4,11 +4,12 @@ that says which extra to install, instead of a bare ``ModuleNotFoundError``."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from safetyml.errors import SafetymlError
 
-__all__ = ["MissingExtraError", "require"]
+__all__ = ["MissingExtraError", "ensure", "require"]
 
 
 class MissingExtraError(SafetymlError, ImportError):
@@ -28,6 +29,17 @@ def require(module: str, extra: str) -> ModuleType:
         top = module.split(".")[0]
         if exc.name is not None and exc.name.split(".")[0] != top:
             raise  # the module exists but one of *its* imports is missing: not ours to rename
-        raise MissingExtraError(
-            f"{module} is not installed; it comes with the {extra!r} extra: pip install 'safetyml[{extra}]'"
-        ) from exc
+        raise _missing(module, extra) from exc
+
+
+def ensure(module: str, extra: str) -> None:
+    """Like :func:`require` without importing (a top-level module is only looked up): for a check up front,
+    e.g. before ``safetyml serve`` hands over to the ``bentoml`` command."""
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        raise _missing(module, extra)
+
+
+def _missing(module: str, extra: str) -> MissingExtraError:
+    return MissingExtraError(
+        f"{module} is not installed; it comes with the {extra!r} extra: pip install 'safetyml[{extra}]'"
+    )

@@ -28,6 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from safetyml._optional import ensure
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_ROWS = 131_072
@@ -330,6 +332,9 @@ def score_file(
     """
     if engine not in ("pandas", "dask"):
         raise ValueError(f"--engine must be pandas or dask, not {engine!r}")
+    if engine == "dask":  # before loading the models: name the extra to install
+        ensure("dask", "dask")
+        ensure("distributed", "dask")
     input, out = Path(input), Path(out)
     if not input.exists():
         raise FileNotFoundError(f"input file {input} does not exist")

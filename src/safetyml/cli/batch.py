@@ -69,6 +69,7 @@ def score_file(
     batch_rows: int = typer.Option(131_072, "--batch-rows", help="Rows per chunk of the pandas engine."),
 ) -> None:
     """Score a features file in chunks with the champion model (the same scorer as the service)."""
+    from safetyml._optional import MissingExtraError
     from safetyml.batch.score_file import score_file as run
 
     if task not in ("incident_risk", "merchant_credit"):
@@ -88,7 +89,7 @@ def score_file(
             batch_size=batch_rows,
             n_workers=workers,
         )
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, MissingExtraError) as exc:
         fail(str(exc))
     console.print(str(result))
 

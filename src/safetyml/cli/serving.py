@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from safetyml import envvars
+from safetyml._optional import MissingExtraError, ensure
 from safetyml.cli.common import fail
 
 console = Console()
@@ -61,6 +62,10 @@ def serve(
     try:
         policies = load_policies()
     except PolicyError as exc:
+        fail(str(exc))
+    try:
+        ensure("bentoml", "serve")
+    except MissingExtraError as exc:
         fail(str(exc))
     if not token:
         console.print(
