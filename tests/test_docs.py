@@ -4,6 +4,7 @@ documented there is still read somewhere."""
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from pathlib import Path
 
@@ -132,3 +133,35 @@ def test_the_scan_resolves_constants_and_literals(tmp_path, monkeypatch):
     monkeypatch.setitem(globals(), "CODE", [module])
     monkeypatch.setitem(globals(), "ROOT", tmp_path)
     assert set(variables_read_by_the_code()) == {"APP_PORT", "APP_DEBUG", "APP_X", "APP_Y"}
+
+
+def _resolve(dotted: str) -> bool:
+    """Whether ``safetyml.a.b.c`` names a module, or an attribute path inside one."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_python_names_in_the_docs_exist():
+    """``from safetyml.x import y`` lines and `safetyml.x.y` mentions in README.md and docs/ still resolve."""
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        names = [
+            f"{module}.{name.strip()}"
+            for module, imported in re.findall(r"^\s*from (safetyml[\w.]*) import ([\w, ]+)", text, re.M)
+            for name in imported.split(",")
+            if name.strip()
+        ]
+        names += re.findall(r"`(safetyml(?:\.\w+)+)(?![\w=])", text)  # not MLflow tags like safetyml.kind=job
+        broken += [f"{page.relative_to(ROOT)}: {name}" for name in names if not _resolve(name)]
+    assert not broken, f"docs name code that no longer exists: {broken}"
