@@ -1,0 +1,99 @@
+"""Indicator values from counts: shrunk, imputed where a unit has no data, and redrawn for the Monte Carlo.
+
+Imputation is explicit: a unit with no denominator for an indicator (a zone without merchants, say)
+takes its group's rate (the empirical-Bayes prior mean: a zone its city's, a city its market's), and if
+the whole group has none, the period's rate over all units. Each imputed cell is flagged and reported.
+A *city* without data for a required indicator is an error by default (``impute_cities: error``): a
+published city figure should not silently be its market's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from safetyml.index import shrink
+from safetyml.index.config import IndexConfig, IndexDataError
+from safetyml.index.indicators import Panel
+
+
+@dataclass
+class Values:
+    values: np.ndarray  # (U, I) on the display scale (e.g. per 10k trips)
+    imputed: np.ndarray  # (U, I) bool
+    report: pd.DataFrame  # indicator, units, imputed, how
+
+
+def _shrink_flags(config: IndexConfig, panel: Panel) -> np.ndarray:
+    return np.array([config.indicators[n].shrink for n in panel.indicators], dtype=bool)
+
+
+def _fill_missing(values: np.ndarray, periods: np.ndarray) -> np.ndarray:
+    """NaN (a whole group without data) → the mean over the other units of the same period."""
+    out = values.copy()
+    for p in np.unique(periods):
+        rows = periods == p
+        block = out[..., rows, :]
+        mean = np.nanmean(np.where(np.isnan(block), np.nan, block), axis=-2, keepdims=True)
+        out[..., rows, :] = np.where(np.isnan(block), mean, block)
+    return out
+
+
+def estimate(num: np.ndarray, den: np.ndarray, panel: Panel, config: IndexConfig) -> np.ndarray:
+    """Rates for counts shaped (..., U, I): shrunk where the indicator says so, else raw; scaled."""
+    groups = panel.group_codes()
+    shrunk = shrink.shrink(num, den, groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        raw = np.where(den > 0, np.nan_to_num(num) / np.where(den > 0, den, 1.0), np.nan)
+    m, _ = shrink.prior(num, den, groups)
+    plain = np.where(np.isnan(raw), m, raw)
+    rates = np.where(_shrink_flags(config, panel), shrunk, plain) * panel.scale
+    return _fill_missing(rates, panel.period_codes()[0])
+
+
+def nominal(panel: Panel, config: IndexConfig, config_file: str = "") -> Values:
+    """The published values, with the imputation report; raises for a city without data."""
+    missing = panel.den <= 0
+    if panel.level == "city" and missing.any() and config.impute_cities == "error":
+        unit, j = map(int, np.argwhere(missing)[0])
+        name = panel.indicators[j]
+        row = panel.units.iloc[unit]
+        raise IndexDataError(
+            f"{config_file or config.source}: field indicators.{name}: no data for city {row['city']!r} in "
+            f"period {pd.Timestamp(row['period']):%Y-%m} ({name} has a zero denominator there). Remove the "
+            f"indicator, set `required: false`, or set `impute_cities: group_rate` to use its market's rate."
+        )
+    values = estimate(panel.num, panel.den, panel, config)
+    how = "market rate" if panel.level == "city" else "city rate"
+    report = pd.DataFrame(
+        {
+            "level": panel.level,
+            "indicator": panel.indicators,
+            "units": len(panel.units),
+            "imputed": missing.sum(axis=0).astype(int),
+            "how": how,
+        }
+    )
+    return Values(values, missing, report)
+
+
+def draws(panel: Panel, config: IndexConfig, mode: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` redraws of every value (n, U, I): from the posterior, or Poisson-resampled counts re-shrunk."""
+    if mode == "none":
+        return np.broadcast_to(estimate(panel.num, panel.den, panel, config), (n, *panel.num.shape)).copy()
+    counts = np.nan_to_num(panel.num)
+    if mode == "poisson":
+        redrawn = rng.poisson(np.broadcast_to(counts, (n, *counts.shape))).astype("float64")
+        redrawn = np.where(panel.resample, redrawn, counts)
+        return estimate(np.where(panel.den > 0, redrawn, np.nan), panel.den, panel, config)
+    groups = panel.group_codes()
+    posterior = shrink.posterior_draws(panel.num, panel.den, groups, n, rng)
+    # indicators that are not shrunk (shares) or not counts: Poisson around the observed count instead
+    plain_counts = rng.poisson(np.broadcast_to(counts, (n, *counts.shape))).astype("float64")
+    plain_counts = np.where(panel.resample, plain_counts, counts)
+    plain = estimate(np.where(panel.den > 0, plain_counts, np.nan), panel.den, panel, config) / panel.scale
+    use_posterior = _shrink_flags(config, panel) & panel.resample
+    rates = np.where(use_posterior, posterior, plain) * panel.scale
+    return _fill_missing(rates, panel.period_codes()[0])

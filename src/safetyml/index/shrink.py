@@ -1,0 +1,84 @@
+"""Empirical-Bayes shrinkage of rates toward their group's rate (Marshall's global estimator).
+
+Small cities and quiet zones are not extreme by chance: each unit's rate is pulled toward the rate of
+its group (a city toward its market, a zone toward its city, within the period) by how little it saw.
+Marshall (1991): with group rate m, between-unit variance A = max(s² − m / n̄, 0) (s² the exposure-
+weighted variance of the rates, n̄ the mean exposure), the shrunk rate is m + A/(A + m/n)·(r − m). It
+equals the posterior mean of a Gamma(m²/A, m/A) prior updated with a Poisson count, which is what the
+Monte Carlo draws from. Written with NumPy (not ``esda.smoothing.Empirical_Bayes``) because it runs on
+(replication × unit × indicator) arrays with groups; the tests check it against esda, which does not
+clip A at 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _one_hot(groups: np.ndarray) -> np.ndarray:
+    n = int(groups.max()) + 1 if len(groups) else 0
+    out = np.zeros((len(groups), n))
+    out[np.arange(len(groups)), groups] = 1.0
+    return out
+
+
+def _group_sum(values: np.ndarray, onehot: np.ndarray) -> np.ndarray:
+    """(..., U, I) summed within groups → (..., G, I)."""
+    return np.einsum("...ui,ug->...gi", values, onehot)
+
+
+def prior(num: np.ndarray, den: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit, its group's rate m and between-unit variance A (arrays shaped like ``num``).
+
+    ``num`` and ``den`` are (..., U, I) counts; NaN/0 denominators (no data) are left out of the group's
+    figures, and such units get m (their group's rate): the imputation, reported by the caller.
+    """
+    onehot = _one_hot(groups)
+    seen = den > 0
+    y = np.where(seen, np.nan_to_num(num), 0.0)
+    n = np.where(seen, den, 0.0)
+    sum_y, sum_n = _group_sum(y, onehot), _group_sum(n, onehot)
+    count = _group_sum(seen.astype(float), onehot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = sum_y / sum_n
+        rate = np.where(seen, y / np.where(seen, n, 1.0), 0.0)
+        m_unit = np.einsum("...gi,ug->...ui", m, onehot)
+        s2 = _group_sum(n * (rate - m_unit) ** 2, onehot) / sum_n
+        a = np.maximum(s2 - m / (sum_n / count), 0.0)
+    a_unit = np.einsum("...gi,ug->...ui", np.nan_to_num(a), onehot)
+    return m_unit, a_unit
+
+
+def shrink(num: np.ndarray, den: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """The shrunk rate of every unit (per unit of ``den``): its posterior mean under the group's prior."""
+    m, a = prior(num, den, groups)
+    seen = den > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weight = np.where(seen, a / (a + m / np.where(seen, den, 1.0)), 0.0)
+        rate = np.where(seen, np.nan_to_num(num) / np.where(seen, den, 1.0), 0.0)
+    return np.where(np.isfinite(m), m + np.nan_to_num(weight) * (rate - m), np.nan)
+
+
+def posterior_draws(
+    num: np.ndarray, den: np.ndarray, groups: np.ndarray, draws: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``draws`` rates per unit from the Gamma-Poisson posterior: (draws, U, I).
+
+    Where the group shows no between-unit variance (A = 0) the prior is a point mass and every draw is m;
+    a unit with no data gets its group's prior spread.
+    """
+    m, a = prior(num, den, groups)
+    seen = den > 0
+    y = np.where(seen, np.nan_to_num(num), 0.0)
+    n = np.where(seen, den, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = np.where(a > 0, m * m / a, np.inf)
+        beta = np.where(a > 0, m / a, np.inf)
+        shape = alpha + y
+        rate = beta + n
+        ok = np.isfinite(shape) & (shape > 0) & np.isfinite(m)
+    out = np.broadcast_to(np.where(np.isfinite(m), m, np.nan), (draws, *m.shape)).copy()
+    if ok.any():
+        sample = rng.gamma(np.where(ok, shape, 1.0), 1.0, size=(draws, *m.shape))
+        out = np.where(ok, sample / np.where(ok, rate, 1.0), out)
+    return out
