@@ -13,7 +13,6 @@ import typer
 from rich.console import Console
 
 from safetyml import envvars
-from safetyml._optional import MissingExtraError, ensure
 from safetyml.cli.common import fail
 
 console = Console()
@@ -63,6 +62,8 @@ def serve(
         policies = load_policies()
     except PolicyError as exc:
         fail(str(exc))
+    from safetyml._optional import MissingExtraError, ensure
+
     try:
         ensure("bentoml", "serve")
     except MissingExtraError as exc:
