@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from safetyml.batch.recovery import recovery
-from safetyml.batch.zones import ZoneConfig, evidence_trips, parse_window, time_band, zone_evidence
+from safetyml.batch.zone_config import ZoneConfig
+from safetyml.batch.zones import evidence_trips, parse_window, time_band, zone_evidence
 
 
 def data_for(root: Path, preset: str, seed: int) -> Path:

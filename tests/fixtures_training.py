@@ -85,7 +85,7 @@ def credit_frame(small_data_dir: Path) -> tuple[Any, list[Any], dict[str, Any]]:
     from safetyml.features.definitions import load_feature_set
     from safetyml.tables import load_tables
     from safetyml.training.config import load_training_config
-    from safetyml.training.pipeline import build_task_frame, select_features, usable_rows
+    from safetyml.training.data import build_task_frame, select_features, usable_rows
 
     config = load_training_config("merchant_credit", FAST_OVERRIDES)
     fs = load_feature_set()

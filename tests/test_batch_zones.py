@@ -14,9 +14,9 @@ import pytest
 from safetyml.batch.drivers import driver_inputs
 from safetyml.batch.geo import cell_ring, zones_geojson
 from safetyml.batch.recovery import recovery
+from safetyml.batch.zone_config import ZoneConfig
 from safetyml.batch.zone_map import ratio_colour, render_zone_map
 from safetyml.batch.zones import (
-    ZoneConfig,
     aggregate_zones,
     band_memberships,
     time_band,

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, Field, field_validator
 
 from safetyml import envvars
+from safetyml.errors import SafetymlError
 
 CITIES_ENV = envvars.CITIES
 
@@ -34,7 +35,7 @@ class City(BaseModel):
         return value
 
 
-class UnknownCityError(KeyError):
+class UnknownCityError(SafetymlError, KeyError):
     """A city id that has no entry (and so no time zone) in the registry."""
 
 

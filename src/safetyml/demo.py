@@ -13,6 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.rule import Rule
 
+from safetyml.tasks import INCIDENT_RISK, TASKS
+
 console = Console()
 
 
@@ -55,7 +57,7 @@ def run(data: Path, preset: str, seed: int, trials: int) -> None:
     feature_set = load_feature_set()
     frames_dir = home / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
-    for task in ("incident_risk", "merchant_credit"):
+    for task in TASKS:
         frame = build_frame(task, tables, feature_set)
         frame.to_parquet(frames_dir / f"{task}.parquet", index=False)
         console.print(
@@ -74,7 +76,7 @@ def run(data: Path, preset: str, seed: int, trials: int) -> None:
     from safetyml.training.pipeline import train
     from safetyml.training.promote import promote
 
-    for task in ("incident_risk", "merchant_credit"):
+    for task in TASKS:
         result = train(task, data, trials=trials, seed=seed)
         console.print(result.render())
         console.print(f"  promotion: {promote(task, data).render()}")
@@ -83,7 +85,7 @@ def run(data: Path, preset: str, seed: int, trials: int) -> None:
     started = _step("6. Policy review reports (SHAP)")
     from safetyml.explain.report import write_report
 
-    for task in ("incident_risk", "merchant_credit"):
+    for task in TASKS:
         out = home / "reports" / f"{task}.html"
         write_report(task, data, out)
         console.print(f"  {task:<16} → {out}")
@@ -95,7 +97,7 @@ def run(data: Path, preset: str, seed: int, trials: int) -> None:
     zones_dir = home / "zones"
     console.print(
         score_zones(
-            data, as_of=None, window="7d", out=zones_dir, features=frames_dir / "incident_risk.parquet"
+            data, as_of=None, window="7d", out=zones_dir, features=frames_dir / f"{INCIDENT_RISK}.parquet"
         )
     )
     _done(started)

@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 
 from safetyml.calibration import Calibrator, sigmoid
+from safetyml.errors import SafetymlError
 
 MODEL_FILE = "model.txt"
 SIDECAR_FILE = "model.json"
 FORMAT_VERSION = 1
 
 
-class FeatureMismatchError(ValueError):
+class FeatureMismatchError(SafetymlError, ValueError):
     """Scoring input lacks columns the model was trained on."""
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from safetyml import cities
 from safetyml.contract import TABLE_ORDER, TABLES, ColumnSpec, TableSpec
+from safetyml.errors import SafetymlError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ TIMESTAMP_DTYPE = "datetime64[ns, UTC]"
 _EXAMPLES = 5
 
 
-class ContractError(ValueError):
+class ContractError(SafetymlError, ValueError):
     """Input tables break the data contract. The message names table, column, rule, count and examples."""
 
     def __init__(self, message: str, failures: pd.DataFrame):

@@ -26,6 +26,7 @@ import pandas as pd
 from safetyml import envvars, paths
 from safetyml.envvars import environment
 from safetyml.model import SIDECAR_FILE, RiskModel
+from safetyml.values import is_missing
 
 log = logging.getLogger(__name__)
 
@@ -167,17 +168,12 @@ class RunLogger:
             self._client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import math
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [
-            Metric(k, float(v), now, step or 0)
-            for k, v in metrics.items()
-            if v is not None and not (isinstance(v, float) and math.isnan(v))
-        ]
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if not is_missing(v)]
         for start in range(0, len(items), 500):
             self._client.log_batch(self.run_id, metrics=items[start : start + 500])
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from safetyml.batch.zones import ZoneConfig
+from safetyml.batch.zone_config import ZoneConfig
 
 
 @dataclass

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import h3
-import numpy as np
 import pandas as pd
+
+from safetyml.values import jsonable
 
 
 def cell_ring(cell: str) -> list[list[float]]:
@@ -25,25 +25,6 @@ def _signed_area(ring: list[list[float]]) -> float:
     return 0.5 * sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(ring, ring[1:] + ring[:1], strict=True))
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-safe version of a cell value (numpy scalars, timestamps, NaN → null, lists of dicts)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(value) else float(value)
-    return str(value) if not isinstance(value, str) else value
-
-
 def zones_geojson(zones: pd.DataFrame, h3_column: str = "h3") -> dict[str, Any]:
     """A FeatureCollection with one hexagon Feature per row; every other column becomes a property."""
     if h3_column not in zones.columns:
@@ -56,7 +37,7 @@ def zones_geojson(zones: pd.DataFrame, h3_column: str = "h3") -> dict[str, Any]:
             "type": "Feature",
             "id": i,
             "geometry": {"type": "Polygon", "coordinates": [cell_ring(str(rec[h3_column]))]},
-            "properties": {k: _plain(v) for k, v in rec.items()},
+            "properties": {k: jsonable(v) for k, v in rec.items()},
         }
         for i, rec in enumerate(records)
     ]

@@ -16,6 +16,8 @@ import h3
 import numpy as np
 import pandas as pd
 
+from safetyml.values import is_missing
+
 SIZE = 720  # px, square drawing area of each panel
 MARGIN = 16
 # Colour stops for the risk ratio (zone risk / city-band average) on a log scale: blue → pale → red.
@@ -51,7 +53,7 @@ def ratio_colour(ratio: float) -> str:
 
 
 def _drivers_text(drivers: object) -> str:
-    if drivers is None or (isinstance(drivers, float) and math.isnan(drivers)):
+    if is_missing(drivers):
         return ""
     if isinstance(drivers, str):
         return drivers

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from safetyml.cli.common import fail
+from safetyml.tasks import TASKS
 
 console = Console()
 
@@ -31,7 +32,8 @@ def score_zones(
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the outputs to MLflow."),
 ) -> None:
     """Zone risk map: expected and observed incident risk per H3 zone and time band, Gi* hotspots, drivers."""
-    from safetyml.batch.zones import ZoneConfig, parse_window
+    from safetyml.batch.zone_config import ZoneConfig
+    from safetyml.batch.zones import parse_window
     from safetyml.batch.zones import score_zones as run
     from safetyml.cities import UnknownCityError
     from safetyml.tables import ContractError
@@ -72,8 +74,8 @@ def score_file(
     from safetyml._optional import MissingExtraError
     from safetyml.batch.score_file import score_file as run
 
-    if task not in ("incident_risk", "merchant_credit"):
-        fail(f"unknown task {task!r}; choose incident_risk or merchant_credit")
+    if task not in TASKS:
+        fail(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if engine not in ("pandas", "dask"):
         fail(f"--engine must be pandas or dask, not {engine!r}")
     if scheduler and engine != "dask":

@@ -10,13 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from safetyml.cli.common import fail
+from safetyml.tasks import TASKS
 
 console = Console()
 app = typer.Typer(
     help="Explain scores: reason codes of one case, policy review reports.", no_args_is_help=True
 )
-
-TASKS = ("incident_risk", "merchant_credit")
 
 
 def _check_task(task: str) -> None:

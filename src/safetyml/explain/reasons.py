@@ -13,9 +13,8 @@ per-reason Python objects altogether for millions of rows.
 
 from __future__ import annotations
 
-import math
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -25,6 +24,7 @@ import pandas as pd
 from safetyml.explain.probability import probability_scale
 from safetyml.explain.shap_values import _SMALL, explain_logodds, small_rows
 from safetyml.model import RiskModel
+from safetyml.values import jsonable
 
 Direction = Literal["up", "down"]
 
@@ -45,23 +45,6 @@ class Reason:
         return asdict(self)
 
     model_dump = to_dict  # the pydantic spelling, for callers that treat reasons like pydantic models
-
-
-def json_safe(value: Any) -> Any:
-    """A plain JSON value for a feature value: numpy scalars unboxed, NaN/NA/NaT → None, times → ISO text."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, (pd.Timestamp, np.datetime64)):
-        return pd.Timestamp(value).isoformat()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
 
 
 def _format_value(value: Any) -> str:
@@ -257,7 +240,7 @@ def reason_codes(
         rows, slots = np.nonzero(part.valid)  # row-major: reasons of a row stay in rank order
         for i, s in zip(rows.tolist(), slots.tolist(), strict=True):
             j = int(part.feature[i, s])
-            value = json_safe(get(i, j))
+            value = jsonable(get(i, j))
             out[i].append(
                 Reason(
                     feature=plan.features[j],
@@ -306,8 +289,3 @@ def reason_table(
         )
     # up reasons come first in ``frames``; a stable sort by row keeps them before the down ones, in rank order
     return pd.concat(frames, ignore_index=True).sort_values("row", kind="stable", ignore_index=True)
-
-
-def reasons_as_dicts(reasons: Sequence[Reason]) -> list[dict[str, Any]]:
-    """JSON-ready reasons (for APIs and audit logs)."""
-    return [r.to_dict() for r in reasons]

@@ -33,9 +33,11 @@ from safetyml.explain.probability import probability_scale
 from safetyml.explain.reasons import reason_codes, reason_plan
 from safetyml.explain.shap_values import explain_logodds
 from safetyml.model import RiskModel
+from safetyml.tasks import INCIDENT_RISK, MERCHANT_CREDIT
+from safetyml.values import is_missing
 
 COHORTS = ("city", "vehicle_type", "merchant_category", "score_band")
-ID_COLUMNS = {"incident_risk": "trip_id", "merchant_credit": "merchant_id"}
+ID_COLUMNS = {INCIDENT_RISK: "trip_id", MERCHANT_CREDIT: "merchant_id"}
 TEMPLATE = "report.html.j2"
 ARTIFACT_PATH = "explanations"  # folder of the model's MLflow run that holds its reports
 
@@ -204,7 +206,7 @@ def _fmt_metric(value: Any) -> str:
 
 
 def _credit(p: np.ndarray, model: RiskModel) -> tuple[np.ndarray, np.ndarray] | None:
-    if model.task != "merchant_credit":
+    if model.task != MERCHANT_CREDIT:
         return None
     try:
         from safetyml.credit_score import credit_grade, credit_points
@@ -414,7 +416,7 @@ def render(context: dict[str, Any]) -> str:
     env.filters["value"] = _display_value
     env.filters["num"] = lambda v, d=3: (
         "—"
-        if v is None or (isinstance(v, float) and math.isnan(v))
+        if is_missing(v)
         else (f"{float(v):,.{d}f}" if isinstance(v, (int, float, np.floating)) else str(v))
     )
     return env.from_string(source).render(**context)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import math
 import queue
 import sqlite3
 import threading
@@ -20,8 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+
+from safetyml.values import jsonable, utc_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -81,32 +81,13 @@ def default_path() -> Path:
     return paths.home() / AUDIT_FILE
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types for numpy/pandas scalars and timestamps; NaN becomes null."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, datetime | pd.Timestamp):
-        return value.isoformat()
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return value
-
-
 def _dumps(value: Any) -> str:
-    return json.dumps(_jsonable(value), default=str, separators=(",", ":"))
+    return json.dumps(jsonable(value), default=str, separators=(",", ":"))
 
 
 def _utc_iso(moment: datetime) -> str:
     """UTC ISO 8601 with microseconds, so text order is time order in SQLite."""
-    ts = pd.Timestamp(moment)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime().isoformat(timespec="microseconds")
+    return utc_timestamp(moment).to_pydatetime().isoformat(timespec="microseconds")
 
 
 def _row(decision: dict[str, Any]) -> tuple[Any, ...]:

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from safetyml.scoring.scorer import optional_text, store_as_of, utc_now
+from safetyml.scoring.scorer import store_as_of, utc_now
+from safetyml.values import optional_text
 
 
 def store_ids(store: Any, entity: str, n: int = 1, seed: int = 0) -> list[str]:

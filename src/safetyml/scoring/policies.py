@@ -18,18 +18,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safetyml import envvars
-from safetyml.errors import validation_message
+from safetyml.errors import SafetymlError, validation_message
+from safetyml.tasks import TASKS, Task
 
 log = logging.getLogger(__name__)
 
 Action = Literal["allow", "monitor", "step_up_verification", "manual_review", "block"]
 ACTIONS: tuple[str, ...] = ("allow", "monitor", "step_up_verification", "manual_review", "block")
-TASKS: tuple[str, ...] = ("incident_risk", "merchant_credit")
 DEFAULT_MARKET = "default"
 POLICIES_ENV = envvars.POLICIES
 
 
-class PolicyError(ValueError):
+class PolicyError(SafetymlError, ValueError):
     """A policy file is missing or invalid; the message names the file and the field."""
 
 
@@ -69,7 +69,7 @@ class Policy(BaseModel):
     market: str = Field(pattern=r"^([A-Z]{2}|default)$")
     version: str = Field(min_length=1)
     description: str = ""
-    tasks: dict[Literal["incident_risk", "merchant_credit"], TaskPolicy]
+    tasks: dict[Task, TaskPolicy]
 
     @model_validator(mode="after")
     def _all_tasks(self) -> Policy:

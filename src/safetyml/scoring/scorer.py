@@ -14,13 +14,12 @@ import uuid
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from safetyml.errors import SafetymlError
-from safetyml.features.zones import cell_of
 from safetyml.model import RiskModel
 from safetyml.scoring.model_inputs import credit_of, fast_matrix, market_codes, predict_frame, predict_matrix
 from safetyml.scoring.policies import PolicySet, load_policies, market_of_city
@@ -31,11 +30,19 @@ from safetyml.scoring.schemas import (
     TripScoreRequest,
     TripScoreResponse,
 )
+from safetyml.tasks import INCIDENT_RISK, MERCHANT_CREDIT, TASKS, Task
+from safetyml.values import optional_text, utc_timestamp
+
+if TYPE_CHECKING:
+    from safetyml.features.definitions import FeatureSet
+    from safetyml.features.online import OnlineStore
+    from safetyml.features.online_rows import TripPlan
+    from safetyml.scoring.audit import AuditLog
+    from safetyml.scoring.policies import Policy
 
 log = logging.getLogger(__name__)
 
-TASKS: tuple[str, ...] = ("incident_risk", "merchant_credit")
-TRIP_TASK, MERCHANT_TASK = TASKS
+TRIP_TASK, MERCHANT_TASK = INCIDENT_RISK, MERCHANT_CREDIT
 _REQUEST_COLUMNS = (
     "rider_id",
     "merchant_id",
@@ -75,7 +82,6 @@ class ModelBundle:
     models: dict[str, RiskModel]
     versions: dict[str, str]
     names: dict[str, str]
-    loaded_at: datetime
 
 
 def utc_now() -> datetime:
@@ -103,7 +109,12 @@ def _reason_dict(reason: Any) -> dict[str, Any]:
 
 
 def _decision_fields(
-    bundle: Any, task: str, policy: Any, decided_at: Any, reasons: list[dict], cold_start: bool
+    bundle: ModelBundle,
+    task: Task,
+    policy: Policy,
+    decided_at: datetime,
+    reasons: list[dict],
+    cold_start: bool,
 ) -> dict[str, Any]:
     """The fields every decision response carries: its id and time, the model and policy behind it."""
     return {
@@ -124,25 +135,24 @@ class Scorer:
     def __init__(
         self,
         models: dict[str, RiskModel],
-        store: Any = None,
+        store: OnlineStore | None = None,
         policies: PolicySet | None = None,
-        feature_set: Any = None,
+        feature_set: FeatureSet | None = None,
         model_versions: dict[str, str] | None = None,
-        audit: Any = None,
+        audit: AuditLog | None = None,
         model_names: dict[str, str] | None = None,
     ):
         self._bundle = ModelBundle(
             models=dict(models),
             versions={task: str((model_versions or {}).get(task, "local")) for task in models},
             names={task: (model_names or {}).get(task, task) for task in models},
-            loaded_at=utc_now(),
         )
         self.store = store
         self.policies = policies if policies is not None else load_policies()
         self._feature_set = feature_set
         self.audit = audit
         self._reload_lock = threading.Lock()
-        self._plan: _TripPlan | None = None
+        self._plan: TripPlan | None = None  # built on first use
 
     # ------------------------------------------------------------------------------- construction
     @classmethod
@@ -151,7 +161,7 @@ class Scorer:
         alias: str = "champion",
         store_path: Path | None = None,
         policies_dir: Path | None = None,
-        audit: Any = None,
+        audit: AuditLog | None = None,
     ) -> Scorer:
         """Load each task's model under ``alias`` from MLflow, open the online store, load the policies."""
         from safetyml.features.definitions import load_feature_set
@@ -190,7 +200,7 @@ class Scorer:
         return dict(self._bundle.versions)
 
     @property
-    def feature_set(self) -> Any:
+    def feature_set(self) -> FeatureSet:
         if self._feature_set is None:
             from safetyml.features.definitions import load_feature_set
 
@@ -237,7 +247,7 @@ class Scorer:
         }
 
     # ------------------------------------------------------------------------------- offline / batch
-    def score_features(self, task: str, X: pd.DataFrame, explain: bool = False, k: int = 3) -> pd.DataFrame:
+    def score_features(self, task: Task, X: pd.DataFrame, explain: bool = False, k: int = 3) -> pd.DataFrame:
         """Score a frame of model inputs (extra columns ignored), vectorised.
 
         Returns, indexed like ``X``: ``probability``; for merchant_credit also ``credit_score`` and
@@ -252,7 +262,7 @@ class Scorer:
     def _score_frame(
         self,
         bundle: ModelBundle,
-        task: str,
+        task: Task,
         X: pd.DataFrame,
         explain: bool,
         k: int,
@@ -357,78 +367,17 @@ class Scorer:
     ) -> tuple[list[dict[str, Any]], list[bool], list[str | None]]:
         """The incident model's inputs as one dict per request, the cold-start flags and each trip's city.
 
-        The real-time path: the same values as :func:`~safetyml.features.frames.assemble_trip_features`
-        (a test checks it on many trips, known and unknown), but built from single-row store lookups
-        (``OnlineStore.get_one``) instead of DataFrames, which costs ~1 ms instead of ~50 ms per trip. The
-        request-time trip features come from ``trip_request_features_one``, the scalar twin of the offline
-        ``trip_request_features`` (same computations, no DataFrame).
+        The real-time path (~1 ms a trip): :func:`safetyml.features.online_rows.assemble_trip_rows`, the
+        single-row twin of the offline :func:`~safetyml.features.frames.assemble_trip_features`.
         """
-        from safetyml.features.frames import cold_start_vector
-        from safetyml.features.request import trip_request_features_one
+        from safetyml.features.online_rows import TripPlan, assemble_trip_rows
 
         if self.store is None:
             raise NotReadyError("online store not open")
         fs = self.feature_set
-        plan = self._trip_plan()
-        parts_per_row: list[dict[str, dict[str, Any]]] = []
-        cold: list[bool] = []
-        cities: list[str | None] = []
-        for request in requests:
-            rider = self.store.get_one("rider", request.rider_id)
-            merchant = self.store.get_one("merchant", request.merchant_id)
-            known = rider is not None and merchant is not None
-            merchant_city = None if merchant is None else optional_text(merchant.get("city"))
-            city = request.city if request.city is not None else merchant_city
-            rider = rider if rider is not None else cold_start_vector(fs, "rider")
-            merchant = merchant if merchant is not None else cold_start_vector(fs, "merchant")
-            parts = {"rider": rider, "merchant": merchant}
-            if plan.zones:
-                city_row = self.store.get_one("city", city) if city is not None else None
-                for role in ("pickup", "dropoff"):
-                    cell = cell_of(getattr(request, f"{role}_lat"), getattr(request, f"{role}_lng"))
-                    zone = self.store.get_one("zone", cell) if cell is not None else None
-                    if cell is None:  # no coordinates: the city's zone values (as the offline assembly does)
-                        known = False
-                        zone = dict(city_row) if city_row is not None else {}
-                    elif zone is None:
-                        known = False
-                        zone = cold_start_vector(
-                            fs, "zone", None if city_row is None else pd.Series(city_row)
-                        )
-                    parts[role] = zone
-            parts_per_row.append(parts)
-            cold.append(not known)
-            cities.append(city)
-        rows = []
-        for request, parts, city in zip(requests, parts_per_row, cities, strict=True):
-            trip_request = {
-                "requested_at": request.requested_at,
-                "city": city,
-                "distance_km": request.distance_km,
-                "order_value": request.order_value,
-                "payment_method": request.payment_method,
-                "rain": request.rain,
-            }
-            # The rider's and the merchant's "usual" values the relative features need, in one mapping passed
-            # as both vectors (each relative feature takes its target from whichever vector has it).
-            usual = {c: parts["rider"].get(c) for c in plan.rider_relative}
-            usual.update({c: parts["merchant"].get(c) for c in plan.merchant_relative})
-            parts["trip"] = trip_request_features_one(trip_request, usual, usual, fs)
-            row: dict[str, Any] = {}
-            for name, part, base, categories in plan.columns:
-                value = parts[part].get(base)
-                if categories is not None:
-                    row[name] = value if isinstance(value, str) and value in categories else None
-                else:
-                    row[name] = _float(value)
-            rows.append(row)
-        return rows, cold, cities
-
-    def _trip_plan(self) -> _TripPlan:
-        fs = self.feature_set
         if self._plan is None or self._plan.fs_id != id(fs):
-            self._plan = _TripPlan.build(fs)
-        return self._plan
+            self._plan = TripPlan.build(fs)
+        return assemble_trip_rows(requests, self.store, fs, self._plan)
 
     def _row_reasons(
         self, model: RiskModel, row: dict[str, Any], contributions: np.ndarray
@@ -511,8 +460,7 @@ class Scorer:
     def _merchant_city(self, merchant_id: str) -> str | None:
         """The merchant's city from the online store (None when the merchant is unknown)."""
         row = self.store.get_one("merchant", merchant_id) if self.store is not None else None
-        city = (row or {}).get("city")
-        return None if city is None or (isinstance(city, float) and np.isnan(city)) else str(city)
+        return optional_text((row or {}).get("city"))
 
     def _audit(
         self,
@@ -552,48 +500,6 @@ class Scorer:
 
 
 # ----------------------------------------------------------------------------------- helpers
-@dataclass(frozen=True)
-class _TripPlan:
-    """Where each incident-model column comes from: (name, part, base column, categories or None)."""
-
-    fs_id: int
-    columns: list[tuple[str, str, str, tuple[str, ...] | None]]
-    rider_relative: list[str]
-    merchant_relative: list[str]
-    zones: bool
-
-    @classmethod
-    def build(cls, fs: Any) -> _TripPlan:
-        columns = []
-        for d in fs.for_task(TRIP_TASK):
-            part = d.role if d.entity == "zone" else d.entity
-            categories = tuple(d.categories) if d.kind == "categorical" else None
-            columns.append((d.name, part, d.base, categories))
-        rider_names = {d.name for d in fs.entity_features("rider")}
-        rider_rel, merchant_rel = [], []
-        for d in fs.entity_features("trip"):
-            target = getattr(d.spec, "relative_to", None)
-            if target:
-                (rider_rel if target in rider_names else merchant_rel).append(target)
-        return cls(id(fs), columns, rider_rel, merchant_rel, "zone" in fs.files)
-
-
-def optional_text(value: Any) -> str | None:
-    """A stored value as text, or None when missing (None or NaN)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return str(value)
-
-
-def _float(value: Any) -> float:
-    if value is None:
-        return float("nan")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
 def _load_bundle(alias: str) -> ModelBundle:
     from safetyml import tracking
 
@@ -603,7 +509,7 @@ def _load_bundle(alias: str) -> ModelBundle:
         models[task] = model
         versions[task] = str(ref.version)
         names[task] = str(getattr(ref, "name", task))
-    return ModelBundle(models=models, versions=versions, names=names, loaded_at=utc_now())
+    return ModelBundle(models=models, versions=versions, names=names)
 
 
 def _cold_start(X: pd.DataFrame) -> list[bool]:
@@ -619,7 +525,7 @@ def _feature_records(X: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]
     return records
 
 
-def store_as_of(store: Any) -> datetime | None:
+def store_as_of(store: OnlineStore) -> datetime | None:
     """The online store's as_of in UTC, or None when the store has no metadata yet."""
     try:
         value = dict(store.metadata()).get("as_of")
@@ -627,6 +533,4 @@ def store_as_of(store: Any) -> datetime | None:
         return None
     if value is None:
         return None
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime()
+    return utc_timestamp(value).to_pydatetime()

@@ -16,13 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safetyml import paths
-from safetyml.errors import validation_message
+from safetyml.errors import SafetymlError, validation_message
+from safetyml.tasks import TASKS, Task
 
-TASKS = ("incident_risk", "merchant_credit")
 Metric = Literal["roc_auc", "pr_auc"]
 
 
-class TrainingConfigError(ValueError):
+class TrainingConfigError(SafetymlError, ValueError):
     """A training config file or override is invalid; the message names the file and the fields."""
 
 
@@ -133,7 +133,7 @@ class CreditScoreConfig(_Strict):
 class TrainingConfig(_Strict):
     """Everything one training of a task needs apart from the data and the seed."""
 
-    task: Literal["incident_risk", "merchant_credit"]
+    task: Task
     registered_model_name: str = Field(min_length=1)
     experiment_name: str | None = Field(None, description="MLflow experiment (default safetyml-<task>)")
     label: LabelConfig = Field(default_factory=LabelConfig)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from safetyml.errors import validation_message
 from safetyml.training.config import TrainingConfigError, load_training_config
 
 EXPERIMENT_PREFIX = "safetyml-experiment-"
@@ -46,8 +47,7 @@ def load_experiment(path: Path) -> ExperimentSpec:
     try:
         spec = ExperimentSpec.model_validate(yaml.safe_load(path.read_text()) or {})
     except ValidationError as exc:
-        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise TrainingConfigError(f"{path}: {fields}") from None
+        raise TrainingConfigError(validation_message(f"experiment file {path}", exc)) from None
     load_training_config(spec.task, spec.overrides)  # fail early, naming the file's bad override
     return spec
 

@@ -23,20 +23,18 @@ from safetyml import paths
 from safetyml.model import RiskModel
 from safetyml.training.calibrate import CalibrationChoice, choose_calibrator
 from safetyml.training.config import TrainingConfig, load_training_config
+from safetyml.training.data import build_task_frame, data_fingerprint, select_features, usable_rows
 from safetyml.training.metrics import (
     classification_metrics,
     expected_calibration_error,
     lift_by_decile,
-    oracle_share,
 )
 from safetyml.training.monotone import constraints_for
 from safetyml.training.split import TimeSplit, time_split
+from safetyml.training.truth import evaluate_against_truth
 from safetyml.training.tuning import FitData, TuningResult, apply_class_weight, base_params, fit_booster, tune
 
 log = logging.getLogger(__name__)
-
-KEY_COLUMNS = {"incident_risk": ["trip_id"], "merchant_credit": ["merchant_id", "as_of"]}
-SEVERE_MIN = 3  # the simulator's truth has p_incident (severity >= 1) and p_incident_severe (>= 3)
 
 
 @dataclass
@@ -70,114 +68,6 @@ class TrainingResult:
 
 
 # ------------------------------------------------------------------------------------------ inputs
-
-
-def data_fingerprint(data_dir: Path) -> str:
-    """SHA-256 over the contract tables' files (names and bytes) of a data folder."""
-    from safetyml.contract import TABLE_ORDER
-    from safetyml.tables import table_path
-
-    digest = hashlib.sha256()
-    for name in TABLE_ORDER:
-        path = table_path(Path(data_dir), name)
-        if path is None:
-            continue
-        digest.update(path.name.encode())
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def select_features(fs: Any, config: TrainingConfig) -> list[Any]:
-    """The task's feature definitions minus the configured exclusions (or only the included ones)."""
-    chosen = list(fs.for_task(config.task))
-    sel = config.features
-    known = {f.name for f in chosen}
-    unknown = [n for n in (*sel.exclude, *(sel.include or [])) if n not in known]
-    if unknown:
-        raise ValueError(
-            f"training config {config.task}: feature(s) {', '.join(unknown)} are not {config.task} features"
-        )
-    if sel.include is not None:
-        chosen = [f for f in chosen if f.name in set(sel.include)]
-    chosen = [
-        f
-        for f in chosen
-        if f.name not in sel.exclude
-        and f.group not in sel.exclude_groups
-        and f.entity not in sel.exclude_entities
-        and getattr(f, "window", None) not in sel.exclude_windows
-    ]
-    if not chosen:
-        raise ValueError(f"training config {config.task}: the feature selection leaves no feature")
-    return chosen
-
-
-def build_task_frame(tables: Any, fs: Any, config: TrainingConfig) -> pd.DataFrame:
-    """The task's training frame from the feature pipeline, label settings from the config."""
-    from safetyml.features.frames import build_frame
-
-    if config.task == "incident_risk":
-        return build_frame("incident_risk", tables, fs, label_min_severity=config.label.min_severity)
-    return build_frame(
-        "merchant_credit",
-        tables,
-        fs,
-        horizon_days=config.label.horizon_days,
-        min_history_days=config.label.min_history_days,
-    )
-
-
-def usable_rows(frame: pd.DataFrame, config: TrainingConfig) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Rows a model may learn from and be judged on, in time order; the counts say what was left out."""
-    notes: dict[str, int] = {"rows_in_frame": len(frame)}
-    out = frame
-    if "label_mature" in out.columns:
-        mature = out["label_mature"].fillna(False).astype(bool).to_numpy()
-        notes["rows_label_immature_dropped"] = int((~mature).sum())
-        out = out.loc[mature]
-    if "insufficient_history" in out.columns:
-        young = out["insufficient_history"].fillna(False).astype(bool).to_numpy()
-        notes["rows_insufficient_history"] = int(young.sum())
-        if not config.label.train_on_insufficient_history:
-            notes["rows_insufficient_history_dropped"] = int(young.sum())
-            out = out.loc[~young]
-    keys = [k for k in KEY_COLUMNS[config.task] if k in out.columns and k != "as_of"]
-    out = out.sort_values(["as_of", *keys], kind="stable").reset_index(drop=True)
-    out["label"] = out["label"].astype("int64")
-    notes["rows_used"] = len(out)
-    return out, notes
-
-
-def oracle_probabilities(
-    data_dir: Path | None, frame: pd.DataFrame, config: TrainingConfig
-) -> np.ndarray | None:
-    """True probabilities from a simulated data folder's ``truth/`` for the frame's rows (NaN if absent)."""
-    if data_dir is None:
-        return None
-    truth_dir = Path(data_dir) / "truth"
-    if config.task == "incident_risk":
-        path = truth_dir / "trip_probability.parquet"
-        column = {1: "p_incident", SEVERE_MIN: "p_incident_severe"}.get(config.label.min_severity)
-        keys = ["trip_id"]
-    else:
-        path = truth_dir / "merchant_default.parquet"
-        column = "p_default_90d" if config.label.horizon_days == 90 else None
-        keys = ["merchant_id", "as_of"]
-    if not path.exists() or column is None:
-        return None
-    truth = pd.read_parquet(path, columns=[*keys, column])
-    left = frame[keys].copy()
-    for key in keys:
-        if key == "as_of":
-            left[key] = pd.to_datetime(left[key], utc=True).astype("datetime64[ns, UTC]")
-            truth[key] = pd.to_datetime(truth[key], utc=True).astype("datetime64[ns, UTC]")
-        else:
-            left[key] = left[key].astype("str")
-            truth[key] = truth[key].astype("str")
-    merged = left.merge(truth.drop_duplicates(keys), on=keys, how="left", validate="many_to_one")
-    return merged[column].to_numpy(dtype="float64")
 
 
 # ------------------------------------------------------------------------------------------ fitting
@@ -292,24 +182,16 @@ def fit_model(
 
 
 def evaluate(
-    model: RiskModel, frame: pd.DataFrame, config: TrainingConfig, oracle: np.ndarray | None
-) -> tuple[dict[str, float], dict[str, float] | None, float | None, np.ndarray]:
-    """Test metrics of the model and, where truth is known, of the oracle on the same rows."""
+    model: RiskModel, frame: pd.DataFrame, config: TrainingConfig
+) -> tuple[dict[str, float], np.ndarray]:
+    """Test metrics of the model on ``frame`` (the test rows), and its probabilities."""
     y = frame["label"].to_numpy(dtype="int64")
     p = model.predict_proba(frame)
     metrics = classification_metrics(y, p, config.review_capacity, config.calibration.ece_bins)
     metrics["ece_uncalibrated"] = expected_calibration_error(
         y, model.predict_uncalibrated(frame), config.calibration.ece_bins
     )
-    if oracle is None or np.isnan(oracle).all():
-        return metrics, None, None, p
-    known = ~np.isnan(oracle)
-    oracle_metrics = classification_metrics(
-        y[known], oracle[known], config.review_capacity, config.calibration.ece_bins
-    )
-    oracle_metrics["rows_without_truth"] = float((~known).sum())
-    model_on_known = classification_metrics(y[known], p[known], config.review_capacity)["roc_auc"]
-    return metrics, oracle_metrics, oracle_share(model_on_known, oracle_metrics["roc_auc"]), p
+    return metrics, p
 
 
 def _example(frame: pd.DataFrame, model: RiskModel, rows: int = 5) -> pd.DataFrame:
@@ -462,9 +344,10 @@ def train(
         model, split = fitted.model, fitted.split
         timings["seconds_tune_fit_calibrate"] = time.perf_counter() - fit_started
         test = frame.loc[split.mask("test")].reset_index(drop=True)
-        oracle = oracle_probabilities(data_dir, test, config)
-        metrics, oracle_metrics, share, p_test = evaluate(model, test, config, oracle)
+        metrics, p_test = evaluate(model, test, config)
         y_test = test["label"].to_numpy(dtype="int64")
+        truth = evaluate_against_truth(data_dir, test, p_test, config)  # simulated data only (truth/)
+        oracle, oracle_metrics, share = truth.oracle, truth.metrics, truth.share
         lift = lift_by_decile(y_test, p_test)
         counts = split.counts()
         split_info = {

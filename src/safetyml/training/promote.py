@@ -86,8 +86,8 @@ def score_on_latest_test(
     """The primary metric of each model on the latest test window of ``data_dir``."""
     from safetyml.features.definitions import load_feature_set
     from safetyml.tables import load_tables
+    from safetyml.training.data import build_task_frame, usable_rows
     from safetyml.training.metrics import classification_metrics
-    from safetyml.training.pipeline import build_task_frame, usable_rows
     from safetyml.training.split import time_split
 
     config = load_training_config(task)

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from safetyml.errors import SafetymlError
 from safetyml.training.config import SplitConfig
 
 SPLITS = ("train", "valid", "test")
 
 
-class SplitError(ValueError):
+class SplitError(SafetymlError, ValueError):
     """The data is too short or too sparse for the configured windows."""
 
 
