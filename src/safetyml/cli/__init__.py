@@ -1,7 +1,7 @@
 """The ``safetyml`` command line. Each area registers its commands from its own module.
 
-Area modules are imported lazily by name so that ``safetyml --help`` stays fast and an area's heavy
-dependencies (mlflow, bentoml, shap, dask) load only when one of its commands runs.
+Area modules are listed by name in AREA_MODULES. Each keeps its heavy imports (mlflow, bentoml, shap,
+dask) inside its commands, so ``safetyml --help`` stays fast; a module that fails to import stops the CLI.
 """
 
 from __future__ import annotations
@@ -40,13 +40,16 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 
 
 def _register_areas() -> None:
+    """Import every area module and let it add its commands; a module that fails to import stops the CLI.
+
+    Failing loudly is on purpose: skipping a broken or renamed module would make its commands vanish
+    without notice. Area modules keep heavy imports inside their commands, so this stays fast.
+    """
     for name in AREA_MODULES:
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # area not built yet
-                continue
-            raise
+        except ImportError as exc:
+            raise ImportError(f"safetyml CLI: area module {name} failed to import: {exc}") from exc
         module.register(app)
 
 
