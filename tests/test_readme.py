@@ -31,15 +31,25 @@ def test_contract_page_matches_the_code():
     )
 
 
-def test_readme_links_only_inside_the_repository():
-    """Every relative link of the README and docs/ points at a file of the repository (no ../shared/...)."""
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens (code blocks skipped)."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+    headings = re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_stay_inside_the_repository_and_find_their_section():
+    """Every relative link of the README and docs/ points at a file of the repository (no ../shared/...),
+    and at a heading of it when it names one."""
     pages = [README, *sorted((ROOT / "docs").glob("*.md"))]
     broken = []
     for page in pages:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
             if re.match(r"[a-z]+:", target):
                 continue  # http:, https:, mailto:
-            path = (page.parent / target).resolve()
+            path = (page.parent / target).resolve() if target else page
             if not path.exists() or ROOT not in path.parents:
                 broken.append(f"{page.relative_to(ROOT)} → {target}")
-    assert not broken, "links to missing or outside files: " + ", ".join(broken)
+            elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+                broken.append(f"{page.relative_to(ROOT)} → {target}#{anchor}")
+    assert not broken, "links to missing or outside files or sections: " + ", ".join(broken)
