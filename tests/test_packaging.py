@@ -23,7 +23,6 @@ from safetyml.errors import SafetymlError
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 EXTRAS: dict[str, list[str]] = PROJECT["optional-dependencies"]
-OWN = canonicalize_name(PROJECT["name"])
 SERVE_TOOL = ROOT / "serving" / "make_requirements.py"
 
 # shipped code: the package and the service module(s) the bento carries
@@ -39,21 +38,19 @@ DEV_ONLY_IN_SHIPPED = {
 }
 
 
+@cache
+def load_tool():
+    """serving/make_requirements.py as a module (serving/ is not a package of the wheel)."""
+    spec = importlib.util.spec_from_file_location("make_requirements", SERVE_TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def declared(*groups: str) -> set[str]:
     """Distribution names declared by the runtime dependencies and the given extras (self-references
     followed), plus what a requested extra of a dependency brings (``dask[distributed]``)."""
-    reqs = [Requirement(line) for line in PROJECT["dependencies"]]
-    pending, seen = list(groups), set()
-    while pending:
-        group = pending.pop()
-        if group in seen:
-            continue
-        seen.add(group)
-        for req in map(Requirement, EXTRAS[group]):
-            if canonicalize_name(req.name) == OWN:
-                pending.extend(req.extras)
-            else:
-                reqs.append(req)
+    reqs = load_tool().root_requirements(groups)
     names = {canonicalize_name(req.name) for req in reqs}
     for req in (req for req in reqs if req.extras):
         for child in map(Requirement, metadata.distribution(req.name).requires or []):
@@ -176,13 +173,6 @@ def test_require_does_not_blame_the_extra_for_a_broken_module(tmp_path, monkeypa
 
 
 # ------------------------------------------------------------------------------------------ the bento
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("make_requirements", SERVE_TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_bento_requirements_are_current_and_pinned_by_constraints():
