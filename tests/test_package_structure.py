@@ -144,3 +144,19 @@ def test_a_broken_area_module_stops_the_cli(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(cli, "AREA_MODULES", ("safetyml.cli.no_such_area",))
     with pytest.raises(ImportError, match=r"area module safetyml\.cli\.no_such_area failed to import"):
         cli._register_areas()
+
+
+def test_a_callable_package_runs_its_function_of_the_same_name() -> None:
+    import types
+
+    from safetyml._callable import make_callable
+
+    module = types.ModuleType("fake_pkg.tool")
+    module.tool = lambda x, y=1: x + y  # type: ignore[attr-defined]
+    sys.modules["fake_pkg.tool"] = module
+    try:
+        make_callable("fake_pkg.tool")
+        assert module(2, y=3) == 5  # type: ignore[operator]
+    finally:
+        del sys.modules["fake_pkg.tool"]
+    assert sys.modules["safetyml.explain"].explain is safetyml.explain.explain  # type: ignore[attr-defined]

@@ -216,3 +216,20 @@ def contract_markdown(tables: Iterable[TableSpec] | None = None) -> str:
             out.append(f"| *row* | {rule.name} | {rule.description} |")
         out.append("")
     return "\n".join(out)
+
+
+__all__ = [
+    "CREDIT_EVENT_KINDS",
+    "INCIDENT_TYPES",
+    "LEDGER_KINDS",
+    "MERCHANT_CATEGORIES",
+    "PAYMENT_METHODS",
+    "TABLES",
+    "TABLE_ORDER",
+    "VEHICLE_TYPES",
+    "ColumnKind",
+    "ColumnSpec",
+    "RowRule",
+    "TableSpec",
+    "contract_markdown",
+]
