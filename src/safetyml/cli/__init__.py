@@ -30,6 +30,8 @@ AREA_MODULES = (
     "safetyml.cli.index",  # index build|report|history
 )
 
+__all__ = ["AREA_MODULES", "app", "main"]
+
 
 @app.callback()
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")) -> None:
