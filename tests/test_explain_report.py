@@ -228,7 +228,7 @@ def test_cli_case_prints_the_score_and_its_reasons(trained_env, real) -> None:
 
 @pytest.mark.slow
 def test_cli_case_for_a_merchant_uses_its_latest_snapshot(trained_env, real) -> None:
-    from safetyml.credit_score import credit_points
+    from safetyml.credit_score import credit_points, credit_scale
 
     frame = real["frames"]["merchant_credit"]
     merchant = frame["merchant_id"].iloc[0]
@@ -239,7 +239,7 @@ def test_cli_case_for_a_merchant_uses_its_latest_snapshot(trained_env, real) -> 
         ["explain", "case", "merchant_credit", "--id", str(merchant), "--data", str(trained_env.data_dir)]
     )
     assert f"score {100 * p:.2f}%" in output
-    assert f"credit score {float(credit_points(p)):.0f}" in output
+    assert f"credit score {float(credit_points(p, credit_scale())):.0f}" in output
     assert str(latest["as_of"].iloc[0]) in output
 
 

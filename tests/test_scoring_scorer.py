@@ -110,7 +110,7 @@ def test_score_trip_matches_score_features_and_policy(scoring_env: dict) -> None
 
 
 def test_score_features_is_predict_proba_with_credit_and_actions(scoring_env: dict) -> None:
-    from safetyml.credit_score import credit_grade, credit_points
+    from safetyml.credit_score import credit_grade, credit_points, credit_scale
     from safetyml.features.frames import build_frame
 
     scorer = scoring_env["scorer"]
@@ -118,8 +118,10 @@ def test_score_features_is_predict_proba_with_credit_and_actions(scoring_env: di
     out = scorer.score_features("merchant_credit", frame, explain=True, k=2)
     model = scorer.bundle.models["merchant_credit"]
     np.testing.assert_array_equal(out["probability"].to_numpy(), model.predict_proba(frame))
-    np.testing.assert_allclose(out["credit_score"], credit_points(out["probability"].to_numpy()))
-    assert (out["grade"].to_numpy() == credit_grade(out["credit_score"].to_numpy())).all()
+    np.testing.assert_allclose(
+        out["credit_score"], credit_points(out["probability"].to_numpy(), credit_scale())
+    )
+    assert (out["grade"].to_numpy() == credit_grade(out["credit_score"].to_numpy(), credit_scale())).all()
     assert set(out["policy_version"]) <= {p.label for p in scorer.policies.policies.values()}
     assert out.index.equals(frame.index)
     assert all(len(r) <= 2 for r in out["reasons"]) and isinstance(out["reasons"].iloc[0][0], dict)

@@ -220,15 +220,17 @@ def test_trip_score_over_http_equals_offline_score(served: Served) -> None:
 
 
 def test_merchant_score_has_credit_score_grade_and_action(served: Served) -> None:
-    from safetyml.credit_score import credit_grade, credit_points
+    from safetyml.credit_score import credit_grade, credit_points, credit_scale
     from safetyml.scoring.policies import load_policies
 
     response = served.post("/score_merchant", {"merchant_id": served.known_merchant})
     assert response.status_code == 200, response.text
     body = response.json()
     assert 0.0 < body["probability_of_default"] < 1.0
-    assert body["credit_score"] == pytest.approx(credit_points(body["probability_of_default"]))
-    assert body["grade"] == credit_grade(body["credit_score"])
+    assert body["credit_score"] == pytest.approx(
+        credit_points(body["probability_of_default"], credit_scale())
+    )
+    assert body["grade"] == credit_grade(body["credit_score"], credit_scale())
     policy = load_policies().for_market(body["market"])
     assert (body["risk_tier"], body["action"]) == policy.decide_one(
         "merchant_credit", body["probability_of_default"]

@@ -16,7 +16,7 @@ def _p_for_odds(odds: float) -> float:
 
 
 def test_base_points_at_base_odds():
-    assert credit_points(_p_for_odds(50)) == pytest.approx(600)
+    assert credit_points(_p_for_odds(50), CreditScoreConfig()) == pytest.approx(600)
     cfg = CreditScoreConfig(base_points=500, base_odds=10, pdo=40)
     assert credit_points(_p_for_odds(10), cfg) == pytest.approx(500)
 
@@ -30,7 +30,7 @@ def test_doubling_the_odds_adds_pdo_points(odds, pdo):
 
 def test_points_fall_as_default_probability_rises():
     p = np.linspace(0.001, 0.9, 50)
-    assert np.all(np.diff(credit_points(p)) < 0)
+    assert np.all(np.diff(credit_points(p, CreditScoreConfig())) < 0)
 
 
 def test_grades_follow_the_cut_offs():

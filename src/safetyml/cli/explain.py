@@ -99,10 +99,10 @@ def case(
     record = row.iloc[0]
     score = f"[bold]{100 * p[0]:.2f}%[/]"
     if task == "merchant_credit":
-        from safetyml.credit_score import credit_grade, credit_points
+        from safetyml.credit_score import credit_of, credit_scale
 
-        points = float(credit_points(float(p[0])))
-        score += f"  credit score {points:.0f} (grade {credit_grade(points)})"
+        points, grades = credit_of(p[:1], credit_scale())  # the project's scale, as serving uses
+        score += f"  credit score {points[0]:.0f} (grade {grades[0]})"
     console.print(f"[bold]{task}[/] {ref.name} v{ref.version} (champion)")
     console.print(f"case {case_id}  as of {record.get('as_of', '?')}  city {record.get('city', '?')}")
     console.print(f"score {score}   base score {100 * p_base[0]:.2f}%   label {record.get('label', '?')}")

@@ -209,13 +209,9 @@ def _credit(p: np.ndarray, model: RiskModel) -> tuple[np.ndarray, np.ndarray] | 
     if model.task != MERCHANT_CREDIT:
         return None
     try:
-        from safetyml.credit_score import credit_grade, credit_points
-        from safetyml.training.config import CreditScoreConfig
+        from safetyml.credit_score import credit_of, credit_scale
 
-        raw = (model.metadata or {}).get("credit_score")
-        config = CreditScoreConfig(**raw) if isinstance(raw, dict) else None
-        points = np.asarray(credit_points(p, config), dtype="float64")
-        return points, np.asarray(credit_grade(points, config), dtype=object)
+        return credit_of(p, credit_scale())  # the project's scale, as serving and batch use
     except Exception:  # the credit scale is a nicety in the report, never a reason to fail it
         return None
 

@@ -55,15 +55,6 @@ def predict_matrix(model: RiskModel, matrix: np.ndarray | pd.DataFrame, num_thre
     return model.calibrator.transform(sigmoid(raw))
 
 
-def credit_of(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Credit points and grades for probabilities of default (training's PDO scaling)."""
-    from safetyml.credit_score import credit_grade, credit_points
-
-    points = np.asarray(credit_points(probability), dtype="float64")
-    grades = np.asarray(credit_grade(points), dtype=object)
-    return points, grades
-
-
 def markets_of(X: pd.DataFrame) -> list[str | None]:
     """Each row's market: its ``market`` column, else its city's, else None (the default policy)."""
     codes, labels = market_codes(X, None)

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from safetyml.credit_score import credit_of, credit_scale
 from safetyml.errors import SafetymlError
 from safetyml.model import RiskModel
-from safetyml.scoring.model_inputs import credit_of, fast_matrix, market_codes, predict_frame, predict_matrix
+from safetyml.scoring.model_inputs import fast_matrix, market_codes, predict_frame, predict_matrix
 from safetyml.scoring.policies import PolicySet, load_policies, market_of_city
 from safetyml.scoring.schemas import (
     MerchantScoreRequest,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from safetyml.features.online_rows import TripPlan
     from safetyml.scoring.audit import AuditLog
     from safetyml.scoring.policies import Policy
+    from safetyml.training.config import CreditScoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,9 @@ class Scorer:
         model_versions: dict[str, str] | None = None,
         audit: AuditLog | None = None,
         model_names: dict[str, str] | None = None,
+        credit: CreditScoreConfig | None = None,
     ):
+        """``credit``: the credit-score scale (default: the project's, from training/merchant_credit.yaml)."""
         self._bundle = ModelBundle(
             models=dict(models),
             versions={task: str((model_versions or {}).get(task, "local")) for task in models},
@@ -153,6 +157,7 @@ class Scorer:
         self.audit = audit
         self._reload_lock = threading.Lock()
         self._plan: TripPlan | None = None  # built on first use
+        self.credit = credit if credit is not None else credit_scale()
 
     # ------------------------------------------------------------------------------- construction
     @classmethod
@@ -276,7 +281,7 @@ class Scorer:
         probability = predict_frame(model, X)
         out = pd.DataFrame({"probability": probability}, index=X.index)
         if task == MERCHANT_TASK:
-            points, grades = credit_of(probability)
+            points, grades = credit_of(probability, self.credit)
             out["credit_score"] = points
             out["grade"] = grades
         codes, labels = market_codes(X, markets)

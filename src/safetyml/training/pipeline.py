@@ -223,9 +223,9 @@ def features_table(features: list[Any]) -> pd.DataFrame:
 
 def credit_grade_table(p: np.ndarray, y: np.ndarray, config: TrainingConfig) -> pd.DataFrame:
     """Test rows per credit grade with their observed default rate (merchant credit only)."""
-    from safetyml.credit_score import credit_grade, credit_points
+    from safetyml.credit_score import credit_of, credit_scale
 
-    grades = credit_grade(credit_points(p, config.credit_score), config.credit_score)
+    _, grades = credit_of(p, credit_scale(config))
     df = pd.DataFrame({"grade": grades, "label": y, "p": p})
     return (
         df.groupby("grade")
