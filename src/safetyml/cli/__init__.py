@@ -27,6 +27,7 @@ AREA_MODULES = (
     "safetyml.cli.explain",  # explain case|report
     "safetyml.cli.serving",  # serve, decisions show|export
     "safetyml.cli.batch",  # score-zones, score-file
+    "safetyml.cli.monitor",  # monitor run|alerts|ack
     "safetyml.cli.index",  # index build|report|history
 )
 

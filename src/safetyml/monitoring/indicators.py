@@ -1,0 +1,136 @@
+"""Indicator series (the KPIs a rule watches), built from the monitored inputs of one market.
+
+Every series is a long table: ``indicator``, ``series`` (its labels as ``key=value`` text), the label
+columns, ``time``, ``value``, ``noise_sd`` (the sampling noise of the point when known: Poisson for
+rates, binomial for shares, plus the nowcast's own uncertainty for recent incident counts) and ``n``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from safetyml.monitoring.config import Indicator
+from safetyml.monitoring.nowcast import DelayModel, aggregate, nowcast_cells
+
+SERIES_COLUMNS = ("indicator", "series", "time", "value", "noise_sd", "n")
+
+
+@dataclass
+class MarketInputs:
+    """What one market's indicators are computed from (all optional except trips)."""
+
+    market: str
+    as_of: pd.Timestamp
+    trips: pd.DataFrame  # requested_at, city
+    incidents: pd.DataFrame  # occurred_at, reported_at, type, severity, city
+    delays: DelayModel | None = None
+    scored: pd.DataFrame | None = None  # as_of, city, probability, tier, action
+    decisions: pd.DataFrame | None = None  # audit log: decided_at, market, cold_start
+    store_as_of: pd.Timestamp | None = None
+    zones: pd.DataFrame | None = None  # zone table with city, band, flagged
+    history_days: int = 84
+    level: float = 0.9
+    _cells: dict[int, pd.DataFrame] = field(default_factory=dict)
+
+    def cells(self, min_severity: int) -> pd.DataFrame:
+        """Nowcast cells (day, city, type) over the monitored history, cached per severity threshold."""
+        if min_severity not in self._cells:
+            if self.delays is None:
+                raise ValueError("incident_rate indicators need the nowcast's delay model")
+            self._cells[min_severity] = nowcast_cells(
+                self.trips, self.incidents, self.as_of, self.delays, self.history_days, min_severity
+            )
+        return self._cells[min_severity]
+
+
+def _labelled(frame: pd.DataFrame, by: list[str], indicator: str) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["indicator"] = indicator
+    if by:
+        frame["series"] = (
+            frame[by].astype(str).apply(lambda r: ",".join(f"{k}={v}" for k, v in r.items()), axis=1)
+        )
+    else:
+        frame["series"] = "all"
+    return frame
+
+
+def _bucket(times: pd.Series, period: str) -> pd.Series:
+    t = pd.to_datetime(times, utc=True)
+    return t.dt.floor("h" if period == "hour" else "D")
+
+
+def incident_rate(spec: Indicator, inputs: MarketInputs) -> pd.DataFrame:
+    """Delay-corrected incidents per 10k trips per day (and ``by``: city and/or type)."""
+    cells = inputs.cells(spec.min_severity)
+    if spec.types:
+        cells = cells[cells["type"].isin(spec.types)]
+    by = [b for b in spec.by if b in ("city", "type")]
+    agg = aggregate(cells, ["day", *by], inputs.level)
+    trips = np.maximum(agg["trips"].to_numpy(dtype="float64"), 1.0)
+    agg["time"] = agg["day"]
+    agg["value"] = agg["corrected_per_10k"]
+    # Poisson noise of the eventual count plus the nowcast's own uncertainty about the still-to-come part
+    agg["noise_sd"] = np.sqrt(agg["corrected"].clip(lower=0.5) + agg["corrected_var"]) / trips * 1e4
+    agg["n"] = agg["trips"]
+    return _labelled(agg, by, spec.id)
+
+
+def share(spec: Indicator, frame: pd.DataFrame, time_col: str, hit: np.ndarray) -> pd.DataFrame:
+    """Share of rows that ``hit`` per period bucket and ``by``, with its binomial noise."""
+    by = [b for b in spec.by if b in frame.columns]
+    data = frame[by].copy() if by else pd.DataFrame(index=frame.index)
+    data["time"] = _bucket(frame[time_col], spec.period).to_numpy()
+    data["hit"] = np.asarray(hit, dtype="float64")
+    agg = data.groupby(["time", *by], sort=True)["hit"].agg(["mean", "size"]).reset_index()
+    agg = agg.rename(columns={"mean": "value", "size": "n"})
+    v = agg["value"].clip(lower=0.5 / agg["n"], upper=1 - 0.5 / agg["n"])
+    agg["noise_sd"] = np.sqrt(v * (1 - v) / agg["n"])
+    return _labelled(agg, by, spec.id)
+
+
+def build_series(spec: Indicator, inputs: MarketInputs) -> pd.DataFrame:
+    """The series of one indicator for one market (empty when its source is not available)."""
+    empty = pd.DataFrame(columns=list(SERIES_COLUMNS))
+    if spec.kind == "incident_rate":
+        return incident_rate(spec, inputs) if inputs.delays is not None else empty
+    if spec.kind in ("top_tier_share", "action_rate"):
+        if inputs.scored is None or inputs.scored.empty:
+            return empty
+        scored = inputs.scored
+        hit = (
+            scored["tier"].isin(spec.tiers).to_numpy()
+            if spec.kind == "top_tier_share"
+            else (scored["action"] == spec.action).to_numpy()
+        )
+        return share(spec, scored, "as_of", hit)
+    if spec.kind == "cold_start_share":
+        if inputs.decisions is None or inputs.decisions.empty:
+            return empty
+        return share(
+            spec, inputs.decisions, "decided_at", inputs.decisions["cold_start"].to_numpy(dtype=bool)
+        )
+    if spec.kind == "hot_zones":
+        if inputs.zones is None or inputs.zones.empty:
+            return empty
+        zones = inputs.zones[inputs.zones["band"] == "all"] if "band" in inputs.zones else inputs.zones
+        by = [b for b in spec.by if b in zones.columns]
+        counts = (
+            zones.groupby(by, sort=True)["flagged"].sum().reset_index()
+            if by
+            else pd.DataFrame({"flagged": [zones["flagged"].sum()]})
+        )
+        counts = counts.rename(columns={"flagged": "value"}).assign(
+            time=inputs.as_of, noise_sd=np.nan, n=len(zones)
+        )
+        return _labelled(counts, by, spec.id)
+    if spec.kind == "store_staleness_hours":
+        if inputs.store_as_of is None:
+            return empty
+        hours = (inputs.as_of - inputs.store_as_of) / pd.Timedelta(hours=1)
+        frame = pd.DataFrame({"time": [inputs.as_of], "value": [hours], "noise_sd": [np.nan], "n": [1]})
+        return _labelled(frame, [], spec.id)
+    raise ValueError(f"unknown indicator kind {spec.kind!r}")
