@@ -98,6 +98,10 @@ def test_spells_raise_incidents_and_move_order_values_hours_and_velocity(data):
     ratio = take["order_value"].median() / rest["order_value"].median()
     assert 1.6 < ratio < 3.0, ratio  # declared x2.2
     assert take["night"].mean() > rest["night"].mean() + 0.25  # half moved to 22-04
+    # riders have regular merchants; a taken-over account goes to merchants new to it
+    first = ~trips.duplicated(["rider_id", "merchant_id"])
+    assert first[take.index].mean() > first[rest.index].mean() + 0.1
+    assert first[rest.index].mean() < 0.6
     # velocity: a spell rider's trips per day against the same rider's own rate outside the spell
     spells = truth["rider_spells"]
     for kind in ("takeover", "shared"):

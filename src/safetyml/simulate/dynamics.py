@@ -337,6 +337,7 @@ class DynamicsState:
     wave_logmult: np.ndarray  # (zones, days)
     wave_rows: list
     rider_daily: np.ndarray  # (riders, days)
+    regulars: np.ndarray  # (riders, k) each rider's regular merchants (rows)
 
 
 def _base(city: np.ndarray, since_ns: np.ndarray, weight: np.ndarray, midnight: np.ndarray) -> np.ndarray:
@@ -365,6 +366,11 @@ def build_state(
     fronts = draw_episodes(dyn.fronts, len(m.id), m_first, days, rng)
     wave_logmult, wave_rows = draw_waves(dyn.waves, world.zones, city_ids, days, rng)
     daily = rider_daily_logodds(len(r.id), days, dyn.daily_sd, dyn.daily_phi, rng)
+    regulars = np.zeros((len(r.id), max(dyn.regulars, 1)), dtype=np.int64)
+    for ci in range(len(city_ids)):
+        rows, mrows = np.flatnonzero(r.city == ci), np.flatnonzero(m.city == ci)
+        w = m.popularity[mrows]
+        regulars[rows] = mrows[rng.choice(len(mrows), size=(len(rows), regulars.shape[1]), p=w / w.sum())]
     return DynamicsState(
         dyn,
         drifts,
@@ -379,6 +385,7 @@ def build_state(
         wave_logmult,
         wave_rows,
         daily,
+        regulars,
     )
 
 
@@ -401,7 +408,7 @@ def apply_to_trips(
     rider: np.ndarray,
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
-    """Apply spells, fronts, waves and daily risk to one city's trips of a block.
+    """Apply habits, spells, fronts and daily risk to one city's trips of a block.
 
     Returns the (possibly moved) ``t``, ``merchant``, ``rider`` and per trip: ``value_log`` (log
     order-value multiplier), ``cash`` (probability of being forced to cash), ``logit`` (extra
@@ -410,6 +417,12 @@ def apply_to_trips(
     """
     m, r = world.merchants, world.riders
     key = ci * state.days + day
+    # habits: part of each rider's trips go to one of their regular merchants (if it is open at t)
+    use = np.flatnonzero(rng.random(len(t)) < state.params.regular_share)
+    cand = state.regulars[rider[use], rng.integers(0, state.regulars.shape[1], len(use))]
+    ok = (m.onboarded_ns[cand] <= t[use]) & (m.closed_ns[cand] > t[use])
+    merchant = merchant.copy()
+    merchant[use[ok]] = cand[ok]
     # velocity: more trips for riders in a spell and merchants in a front (drawn among those active)
     moved = reassign(key, state.rider_extra, state.rider_base[ci, day], rider, rng)
     rider = np.where(r.signup_ns[moved] <= t, moved, rider)

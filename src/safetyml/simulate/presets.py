@@ -68,10 +68,17 @@ class Dynamics:
     waves: Waves = field(default_factory=Waves)
     daily_sd: float = 0.3  # sd of each rider's day-to-day log-odds (AR(1) over days)
     daily_phi: float = 0.7  # day-to-day autocorrelation of that variation
+    # habits, so that "a merchant new to this rider" means something: a share of each rider's trips go
+    # to one of their few regular merchants (drawn by popularity in their city)
+    regular_share: float = 0.6
+    regulars: int = 8
 
     @classmethod
     def off(cls) -> Dynamics:
-        return cls(spells=(), fronts=(), waves=Waves(per_city_per_30_days=0.0), daily_sd=0.0)
+        """No episodes, no daily variation and no habits: the stationary platform of earlier versions."""
+        return cls(
+            spells=(), fronts=(), waves=Waves(per_city_per_30_days=0.0), daily_sd=0.0, regular_share=0.0
+        )
 
 
 @dataclass(frozen=True)
