@@ -140,3 +140,22 @@ def test_ranks_within_period_highest_score_first():
     scores = np.array([[1.0, 5.0, 3.0, 9.0, 9.0]])
     periods = np.array([0, 0, 0, 1, 1])
     np.testing.assert_array_equal(aggregate.ranks(scores, periods), [[3, 1, 2, 1, 1]])
+
+
+def test_noisy_weights_stay_normalised_and_batched_aggregation_matches_one_by_one():
+    names = ["incident_rate", "severe_incident_rate", "night_share", "chargeback_rate"]
+    normed = np.random.default_rng(7).uniform(0, 100, (6, 4))
+    w = make_weights(CONFIG, names, "expert", normed)
+    noisy = w.perturbed(0.25, 5, np.random.default_rng(8))
+    assert noisy.within.shape == (5, 4) and np.allclose(noisy.pillar.sum(axis=1), 1)
+    for idx in w.members:
+        assert np.allclose(noisy.within[:, idx].sum(axis=1), 1)
+    assert noisy.pillar.std(axis=0).max() > 0
+    batch = np.broadcast_to(normed, (5, 6, 4))
+    for method in ("arithmetic", "geometric"):
+        together = aggregate.index(aggregate.pillars(batch, noisy, method), noisy, method)
+        for r in range(5):
+            one = type(w)(w.method, w.pillars, w.members, noisy.within[r], noisy.pillar[r])
+            np.testing.assert_allclose(
+                together[r], aggregate.index(aggregate.pillars(normed, one, method), one, method)
+            )

@@ -13,17 +13,22 @@ import numpy as np
 from safetyml.index.weights import Weights
 
 
+def _dot(values: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted sum over the last axis; ``w`` is (k,) or, one row per replication, (R, k)."""
+    return values @ w if w.ndim == 1 else np.einsum("r...k,rk->r...", values, w)
+
+
 def _mean(values: np.ndarray, w: np.ndarray, method: str) -> np.ndarray:
     if method == "arithmetic":
-        return values @ w
+        return _dot(values, w)
     logs = np.log1p(0.99 * np.clip(values, 0, None))
-    return np.expm1(logs @ w) / 0.99
+    return np.expm1(_dot(logs, w)) / 0.99
 
 
 def pillars(normalised: np.ndarray, weights: Weights, method: str) -> np.ndarray:
     """Pillar values (..., U, P) from normalised indicators (..., U, I)."""
     return np.stack(
-        [_mean(normalised[..., idx], weights.within[idx], method) for idx in weights.members], axis=-1
+        [_mean(normalised[..., idx], weights.within[..., idx], method) for idx in weights.members], axis=-1
     )
 
 

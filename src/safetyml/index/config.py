@@ -95,6 +95,9 @@ class UncertaintySpec(BaseModel):
     weights: list[Weighting] = Field(default_factory=lambda: ["equal", "expert", "pca"])
     aggregations: list[Aggregation] = Field(default_factory=lambda: ["arithmetic", "geometric"])
     outliers: list[Outliers] = Field(default_factory=lambda: ["coinr", "none"])
+    weight_noise: float = Field(
+        0.25, ge=0, lt=1, description="each weight times U(1 − noise, 1 + noise) per replication (COINr)"
+    )
     data: Literal["posterior", "poisson", "none"] = Field(
         "posterior",
         description="posterior: each rate drawn from its Gamma-Poisson posterior; poisson: counts redrawn "

@@ -38,6 +38,31 @@ class Inputs:
     as_of: pd.Timestamp
     hot_zones: set[tuple[str, str]] | None = None  # (city, h3) flagged by the batch zone map
     scores: pd.Series | None = None  # predicted incident probability by trip_id
+    _codes: dict[str, tuple[np.ndarray, np.ndarray, pd.DataFrame]] = field(default_factory=dict, repr=False)
+
+    def unit_codes(self, level: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """For a level: the trip row of each membership (every trip for cities; one per zone touched),
+        its unit code, and the units' keys (one row per code). Computed once: every trip indicator is
+        then a ``bincount``, not a groupby on strings."""
+        if level not in self._codes:
+            if level == "city":
+                rows = np.arange(len(self.trips))
+                keys = self.trips[CITY_KEYS]
+            else:
+                rows = self.members["row"].to_numpy()
+                keys = self.trips[CITY_KEYS].iloc[rows].assign(h3=self.members["h3"].to_numpy())
+            parts = [pd.factorize(keys[k], sort=True) for k in keys.columns]
+            combined = np.zeros(len(keys), dtype=np.int64)
+            for codes, uniques in parts:
+                combined = combined * len(uniques) + codes
+            unique, inverse = np.unique(combined, return_inverse=True)
+            decoded, rest = {}, unique
+            for name, (_, uniques) in reversed(list(zip(keys.columns, parts, strict=True))):
+                decoded[name] = np.asarray(uniques)[rest % len(uniques)]
+                rest = rest // len(uniques)
+            table = pd.DataFrame({k: decoded[k] for k in keys.columns})
+            self._codes[level] = (rows, inverse.astype(np.int64), table)
+        return self._codes[level]
 
 
 @dataclass(frozen=True)
@@ -152,16 +177,13 @@ def _trip_rate(values: Callable[[Inputs], np.ndarray]) -> Callable[[Inputs, str]
     """num = the sum of a per-trip value, den = trips; at zone level over the trips touching the zone."""
 
     def counts(inputs: Inputs, level: str) -> pd.DataFrame:
-        trips = inputs.trips
-        value = values(inputs)
-        if level == "city":
-            frame = trips[CITY_KEYS].assign(num=value, den=1.0)
-            return frame.groupby(CITY_KEYS, as_index=False)[["num", "den"]].sum()
-        rows = inputs.members["row"].to_numpy()
-        frame = (
-            trips[CITY_KEYS].iloc[rows].assign(h3=inputs.members["h3"].to_numpy(), num=value[rows], den=1.0)
+        rows, codes, units = inputs.unit_codes(level)
+        value = values(inputs)[rows]
+        n = len(units)
+        return units.assign(
+            num=np.bincount(codes, weights=value, minlength=n),
+            den=np.bincount(codes, minlength=n).astype(float),
         )
-        return frame.groupby(ZONE_KEYS, as_index=False)[["num", "den"]].sum()
 
     return counts
 
@@ -190,20 +212,21 @@ def _predicted(inputs: Inputs) -> np.ndarray:
 
 def _riders_with_incident(inputs: Inputs, level: str) -> pd.DataFrame:
     """Active riders (a trip in the unit and period) and those with an incident on one of those trips."""
-    trips = inputs.trips
-    if level == "city":
-        frame = trips[[*CITY_KEYS, "rider_id"]].assign(hit=trips["incidents"].to_numpy() > 0)
-        keys = CITY_KEYS
-    else:
-        rows = inputs.members["row"].to_numpy()
-        frame = (
-            trips[[*CITY_KEYS, "rider_id"]]
-            .iloc[rows]
-            .assign(h3=inputs.members["h3"].to_numpy(), hit=trips["incidents"].to_numpy()[rows] > 0)
-        )
-        keys = ZONE_KEYS
-    per_rider = frame.groupby([*keys, "rider_id"], as_index=False)["hit"].any()
-    return per_rider.groupby(keys, as_index=False).agg(num=("hit", "sum"), den=("hit", "size"))
+    rows, codes, units = inputs.unit_codes(level)
+    rider, riders = pd.factorize(inputs.trips["rider_id"])
+    pair = codes * len(riders) + rider[rows]
+    hit = inputs.trips["incidents"].to_numpy()[rows] > 0
+    order = np.argsort(pair, kind="stable")
+    first = np.r_[True, pair[order][1:] != pair[order][:-1]]
+    group = np.cumsum(first) - 1
+    any_hit = np.zeros(int(first.sum()), dtype=bool)
+    np.logical_or.at(any_hit, group, hit[order])
+    unit_of_pair = codes[order][first]
+    n = len(units)
+    return units.assign(
+        num=np.bincount(unit_of_pair, weights=any_hit.astype(float), minlength=n),
+        den=np.bincount(unit_of_pair, minlength=n).astype(float),
+    )
 
 
 def _merchant_counts(
@@ -305,7 +328,8 @@ class Panel:
 def build_panel(inputs: Inputs, names: list[str], level: str, min_trips: int = 1) -> Panel:
     """Count ``names`` for every unit of ``level`` with at least ``min_trips`` trips in the period."""
     keys = CITY_KEYS if level == "city" else ZONE_KEYS
-    trips = INDICATORS["incident_rate"].counts(inputs, level)[[*keys, "den"]].rename(columns={"den": "trips"})
+    _, codes, table = inputs.unit_codes(level)
+    trips = table.assign(trips=np.bincount(codes, minlength=len(table)))
     units = trips[trips["trips"] >= min_trips].sort_values(keys).reset_index(drop=True)
     markets = {c: info.market for c, info in cities.registry().items()}
     units["market"] = units["city"].map(markets).fillna("unknown")

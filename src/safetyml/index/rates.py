@@ -89,11 +89,19 @@ def draws(panel: Panel, config: IndexConfig, mode: str, n: int, rng: np.random.G
         redrawn = np.where(panel.resample, redrawn, counts)
         return estimate(np.where(panel.den > 0, redrawn, np.nan), panel.den, panel, config)
     groups = panel.group_codes()
-    posterior = shrink.posterior_draws(panel.num, panel.den, groups, n, rng)
+    rates = shrink.posterior_draws(panel.num, panel.den, groups, n, rng) * panel.scale
     # indicators that are not shrunk (shares) or not counts: Poisson around the observed count instead
-    plain_counts = rng.poisson(np.broadcast_to(counts, (n, *counts.shape))).astype("float64")
-    plain_counts = np.where(panel.resample, plain_counts, counts)
-    plain = estimate(np.where(panel.den > 0, plain_counts, np.nan), panel.den, panel, config) / panel.scale
-    use_posterior = _shrink_flags(config, panel) & panel.resample
-    rates = np.where(use_posterior, posterior, plain) * panel.scale
+    plain = ~(_shrink_flags(config, panel) & panel.resample)
+    if plain.any():
+        cols = np.flatnonzero(plain)
+        sub = Panel(
+            panel.level,
+            panel.units,
+            [panel.indicators[j] for j in cols],
+            panel.num[:, cols],
+            panel.den[:, cols],
+            panel.scale[cols],
+            panel.resample[cols],
+        )
+        rates[..., cols] = draws(sub, config, "poisson", n, rng)
     return _fill_missing(rates, panel.period_codes()[0])

@@ -15,16 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def _one_hot(groups: np.ndarray) -> np.ndarray:
-    n = int(groups.max()) + 1 if len(groups) else 0
-    out = np.zeros((len(groups), n))
-    out[np.arange(len(groups)), groups] = 1.0
-    return out
-
-
-def _group_sum(values: np.ndarray, onehot: np.ndarray) -> np.ndarray:
-    """(..., U, I) summed within groups → (..., G, I)."""
-    return np.einsum("...ui,ug->...gi", values, onehot)
+def _group_sum(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """(..., U, I) summed within groups → (..., G, I), as one matrix product (BLAS)."""
+    onehot = np.zeros((n_groups, len(groups)))
+    onehot[groups, np.arange(len(groups))] = 1.0
+    return onehot @ values
 
 
 def prior(num: np.ndarray, den: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,20 +28,19 @@ def prior(num: np.ndarray, den: np.ndarray, groups: np.ndarray) -> tuple[np.ndar
     ``num`` and ``den`` are (..., U, I) counts; NaN/0 denominators (no data) are left out of the group's
     figures, and such units get m (their group's rate): the imputation, reported by the caller.
     """
-    onehot = _one_hot(groups)
+    n_groups = int(groups.max()) + 1 if len(groups) else 0
     seen = den > 0
     y = np.where(seen, np.nan_to_num(num), 0.0)
     n = np.where(seen, den, 0.0)
-    sum_y, sum_n = _group_sum(y, onehot), _group_sum(n, onehot)
-    count = _group_sum(seen.astype(float), onehot)
+    sum_y, sum_n = _group_sum(y, groups, n_groups), _group_sum(n, groups, n_groups)
+    count = _group_sum(seen.astype(float), groups, n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
         m = sum_y / sum_n
         rate = np.where(seen, y / np.where(seen, n, 1.0), 0.0)
-        m_unit = np.einsum("...gi,ug->...ui", m, onehot)
-        s2 = _group_sum(n * (rate - m_unit) ** 2, onehot) / sum_n
+        m_unit = m[..., groups, :]
+        s2 = _group_sum(n * (rate - m_unit) ** 2, groups, n_groups) / sum_n
         a = np.maximum(s2 - m / (sum_n / count), 0.0)
-    a_unit = np.einsum("...gi,ug->...ui", np.nan_to_num(a), onehot)
-    return m_unit, a_unit
+    return m_unit, np.nan_to_num(a)[..., groups, :]
 
 
 def shrink(num: np.ndarray, den: np.ndarray, groups: np.ndarray) -> np.ndarray:

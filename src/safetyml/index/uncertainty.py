@@ -94,7 +94,10 @@ def run(
                 batch = reps[start : start + CHUNK]
                 draw_rng = np.random.default_rng([seed, 1, k, start])
                 values = rates.draws(panel, config, config.uncertainty.data, len(batch), draw_rng)
-                composite = compose(values, config, panel.indicators, choice, cache.get(choice))
+                weights = cache.get(choice)
+                if config.uncertainty.weight_noise > 0:
+                    weights = weights.perturbed(config.uncertainty.weight_noise, len(batch), draw_rng)
+                composite = compose(values, config, panel.indicators, choice, weights)
                 scores[batch] = composite.score
                 ranks[batch] = aggregate.ranks(composite.score, periods)
                 bar.advance(task, len(batch))

@@ -26,6 +26,16 @@ class Weights:
     within: np.ndarray  # (I,)
     pillar: np.ndarray  # (P,)
 
+    def perturbed(self, noise: float, draws: int, rng: np.random.Generator) -> Weights:
+        """``draws`` noisy copies (one row each): every weight times U(1 − noise, 1 + noise), then
+        renormalised within each pillar and across pillars (COINr's ``noisy_weights``)."""
+        within = self.within * rng.uniform(1 - noise, 1 + noise, (draws, len(self.within)))
+        for idx in self.members:
+            within[:, idx] /= within[:, idx].sum(axis=1, keepdims=True)
+        pillar = self.pillar * rng.uniform(1 - noise, 1 + noise, (draws, len(self.pillar)))
+        pillar /= pillar.sum(axis=1, keepdims=True)
+        return Weights(self.method, self.pillars, self.members, within, pillar)
+
     @property
     def overall(self) -> np.ndarray:
         """Each indicator's effective weight in the index (sums to 1)."""
