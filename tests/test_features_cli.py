@@ -31,7 +31,7 @@ def test_list_prints_every_definition_and_filters_by_task():
     assert fs.version in result.output
     result = runner.invoke(app, ["features", "list", "--task", "merchant_credit"], env={"COLUMNS": "250"})
     assert result.exit_code == 0
-    assert "merchant_chargeback_rate_90d" in result.output and "rider_trips_7d" not in result.output
+    assert "merchant_chargeback_rate_90d" in result.output and "rider_trips_count_7d" not in result.output
     assert f"{len(fs.for_task('merchant_credit'))} model columns" in result.output
     result = runner.invoke(app, ["features", "list", "--task", "fraud"])
     assert result.exit_code == 2 and "unknown task" in result.output

@@ -28,7 +28,7 @@ def test_windows_expand_and_tasks_pick_columns_in_a_fixed_order():
     for prefix in ("pickup_zone_", "pickup_ring_", "dropoff_zone_", "dropoff_ring_"):
         assert f"{prefix}incident_rate_30d" in incident
     entities = [d.entity for d in fs.for_task("incident_risk")]
-    assert entities == sorted(entities, key=["trip", "rider", "merchant", "zone"].index)
+    assert entities == sorted(entities, key=["trip", "rider", "merchant", "pair", "zone"].index)
     credit = fs.for_task("merchant_credit")
     assert credit and all(d.entity == "merchant" for d in credit)
     assert fs.get("merchant_chargeback_rate_90d").direction == 1
@@ -85,17 +85,22 @@ def test_a_feature_added_in_yaml_only_becomes_a_model_column(features_copy: Path
     )
 
 
+INCIDENTS_TASKS = (
+    '    tasks: [incident_risk]\n    description: "{value} incidents involving this rider reported'
+)
+
+
 @pytest.mark.parametrize(
     ("old", "new", "feature", "field"),
     [
-        ("    windows: [7d, 30d, 90d]\n", "    windows: [7d, 30x, 90d]\n", "rider_trips", "windows"),
+        ("    windows: [7d, 30d, 90d]\n", "    windows: [7d, 30x, 90d]\n", "rider_incident_rate", "windows"),
         ("    where: {night: true}\n", "    where: {nigth: true}\n", "rider_night_share", "where.nigth"),
         ("    agg: time_since_last\n", "    agg: time_since\n", "rider_days_since_incident", "agg"),
         ("    column: signup_at\n", "    column: signed_up\n", "rider_tenure_days", "column"),
         (
-            '    format: count\n    tasks: [incident_risk]\n    description: "{value} trips',
-            '    format: count\n    colour: red\n    tasks: [incident_risk]\n    description: "{value} trips',
-            "rider_trips",
+            INCIDENTS_TASKS,
+            "    colour: red\n" + INCIDENTS_TASKS,
+            "rider_incidents",
             "colour",
         ),
     ],

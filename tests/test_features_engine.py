@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from safetyml import cities
-from safetyml.features.definitions import load_feature_set
+from safetyml.features.definitions import load_feature_set, pair_id
 from safetyml.features.engine import FeatureEngine
 from safetyml.features.frames import build_frame
 from safetyml.features.zones import cells_of
@@ -89,7 +89,7 @@ class Reference:
         incs = [r for r in self.incidents if r["rider_id"] == rider_id]
         out: dict[str, float] = {}
         for w in (7, 30, 90):
-            out[f"rider_trips_{w}d"] = sum(T - w * DAY <= r["requested_at"] < T for r in trips)
+            out[f"rider_trips_count_{w}d"] = sum(T - w * DAY <= r["requested_at"] < T for r in trips)
         for w in (30, 90):
             window = [r for r in trips if T - w * DAY <= r["requested_at"] < T]
             night = sum(_is_night(r["requested_at"], r["city"]) for r in window)
@@ -246,9 +246,11 @@ def test_engine_matches_row_by_row_reference(fs, seed):
 def _entity_features(
     engine: FeatureEngine, raw: dict[str, pd.DataFrame], T: pd.Timestamp, cells: list
 ) -> dict:
+    pairs = [pair_id(r, m) for r in raw["riders"]["rider_id"] for m in raw["merchants"]["merchant_id"]]
     return {
         "rider": engine.compute("rider", raw["riders"]["rider_id"].tolist(), T),
         "merchant": engine.compute("merchant", raw["merchants"]["merchant_id"].tolist(), T),
+        "pair": engine.compute("pair", pairs, T),
         "zone": engine.compute("zone", cells, T, city=["sao_paulo"] * len(cells)),
     }
 

@@ -122,8 +122,17 @@ def test_request_features_use_each_citys_time_zone_and_the_usual_order_values(fs
             "payment_method": ["cash", "card", "bitcoin"],
         }
     )
-    rider = pd.DataFrame({"rider_order_value_mean_90d": [50.0, np.nan, 0.0]})
-    merchant = pd.DataFrame({"merchant_order_value_mean_90d": [200.0, 25.0, 10.0]})
+    references = {r for d in fs.entity_features("trip") for r in d.spec.references}
+    rider = pd.DataFrame({r: [np.nan] * 3 for r in references if r.startswith("rider_")})
+    merchant = pd.DataFrame({r: [np.nan] * 3 for r in references if r.startswith("merchant_")})
+    rider["rider_order_value_mean_90d"] = [50.0, np.nan, 0.0]
+    merchant["merchant_order_value_mean_90d"] = [200.0, 25.0, 10.0]
+    # the rider's last-day orders: mean 80, std 10 → z = (100 - 80) / 10; no spread → missing
+    rider["rider_trips_order_value_mean_1d"] = [80.0, 50.0, 10.0]
+    rider["rider_trips_order_value_std_1d"] = [10.0, 0.0, np.nan]
+    # usual hours: always 00:00 (cos 1, sin 0), always 06:00 (cos 0, sin 1)
+    rider["rider_usual_hour_cos_mean_30d"] = [1.0, 0.0, 1.0]
+    rider["rider_usual_hour_sin_mean_30d"] = [0.0, 1.0, 0.0]
     out = trip_request_features(requests, rider, merchant, fs)
     assert list(out.columns) == [d.name for d in fs.entity_features("trip")]
     # 03:00 UTC is 00:00 in São Paulo (UTC-3, night) and 21:00 the day before in Mexico City (UTC-6)
@@ -136,3 +145,8 @@ def test_request_features_use_each_citys_time_zone_and_the_usual_order_values(fs
         out["trip_payment_method"].iloc[2]
     )
     assert out["trip_rain"].isna().all()
+    np.testing.assert_allclose(out["trip_order_value_z_rider_1d"], [2.0, np.nan, np.nan])
+    # 00:00 local vs always 00:00 → 1; 21:00 vs always 06:00 (15 hours apart) → cos(15/24 · 2π)
+    np.testing.assert_allclose(
+        out["trip_hour_affinity_rider"], [1.0, np.cos(2 * np.pi * 15 / 24), np.nan], atol=1e-12
+    )

@@ -98,7 +98,7 @@ def test_cold_start_defaults_for_unknown_rider_merchant_and_zone(fs, tmp_path):
     assert out["cold_start"].tolist() == [False, True]
     cold = out.iloc[1]
     assert (
-        cold["rider_trips_30d"] == 0
+        cold["rider_trips_count_30d"] == 0
         and cold["merchant_incidents_30d"] == 0
         and cold["pickup_zone_trips_30d"] == 0
     )

@@ -69,14 +69,12 @@ def _trip_requests(small_data_dir: Any, n: int, seed: int) -> tuple[pd.DataFrame
         }
     )
     usual_choices = np.array([0.0, -3.0, np.nan, 12.5, 40.0, 1e-9])
+    # every rider/merchant feature a trip feature is computed from (relative_to and the deviations' refs)
+    references = sorted({r for d in load_feature_set().entity_features("trip") for r in d.spec.references})
     usual = pd.DataFrame(
         {
-            "rider_order_value_mean_90d": np.where(
-                rng.random(n) < 0.3, rng.choice(usual_choices, n), rng.lognormal(3.4, 0.5, n)
-            ),
-            "merchant_order_value_mean_90d": np.where(
-                rng.random(n) < 0.3, rng.choice(usual_choices, n), rng.lognormal(3.4, 0.5, n)
-            ),
+            name: np.where(rng.random(n) < 0.3, rng.choice(usual_choices, n), rng.lognormal(3.4, 0.5, n))
+            for name in references
         }
     )
     return requests, usual
@@ -98,8 +96,8 @@ def test_one_request_features_equal_the_dataframe_version(fs: Any, small_data_di
     for i in range(len(requests)):
         request = requests.iloc[i].to_dict()
         request["rain"] = None if pd.isna(request["rain"]) else bool(request["rain"])
-        rider = {"rider_order_value_mean_90d": usual["rider_order_value_mean_90d"].iat[i]}
-        merchant = {"merchant_order_value_mean_90d": usual["merchant_order_value_mean_90d"].iat[i]}
+        rider = {k: v for k, v in usual.iloc[i].items() if k.startswith("rider_")}
+        merchant = {k: v for k, v in usual.iloc[i].items() if k.startswith("merchant_")}
         rows.append(trip_request_features_one(request, rider, merchant, fs))
     assert list(rows[0]) == list(offline.columns)
     _assert_rows_equal(offline, rows)
@@ -128,8 +126,8 @@ def test_one_request_features_match_the_offline_frame_inputs(fs: Any, small_data
     rows = [
         trip_request_features_one(
             {k: frame[k].iat[i] for k in frame.columns},
-            {"rider_order_value_mean_90d": usual["rider_order_value_mean_90d"].iat[i]},
-            {"merchant_order_value_mean_90d": usual["merchant_order_value_mean_90d"].iat[i]},
+            {k: v for k, v in usual.iloc[i].items() if k.startswith("rider_")},
+            {k: v for k, v in usual.iloc[i].items() if k.startswith("merchant_")},
             fs,
         )
         for i in range(len(frame))
@@ -138,7 +136,8 @@ def test_one_request_features_match_the_offline_frame_inputs(fs: Any, small_data
 
 
 def test_missing_request_fields_are_missing_values(fs: Any) -> None:
-    usual = {"rider_order_value_mean_90d": None, "merchant_order_value_mean_90d": 20.0}
+    usual = {r: None for d in fs.entity_features("trip") for r in d.spec.references}
+    usual.update({"rider_order_value_mean_90d": None, "merchant_order_value_mean_90d": 20.0})
     row = trip_request_features_one({"requested_at": datetime(2026, 1, 5, 3, tzinfo=UTC)}, usual, usual, fs)
     assert np.isnan(row["trip_order_value_vs_rider"]) and np.isnan(row["trip_order_value_vs_merchant"])
     assert np.isnan(row["trip_local_hour"]) and np.isnan(row["trip_night"])  # no city: no local time
@@ -236,7 +235,11 @@ def _markets_reference(X: pd.DataFrame) -> list[str | None]:
 
 
 def test_markets_of_unique_cities_equal_the_row_loop() -> None:
-    from safetyml.scoring.model_inputs import market_codes, markets_of
+    from safetyml.scoring.model_inputs import market_codes
+
+    def markets_of(X: pd.DataFrame) -> list[str | None]:
+        codes, labels = market_codes(X, None)
+        return [labels[c] for c in codes.tolist()]
 
     rng = np.random.default_rng(8)
     values = [*cities.registry(), "atlantis", None, np.nan, ""]

@@ -40,26 +40,37 @@ def _tables(data: Path, on_invalid: str):
 @features_app.command("list")
 def list_features(
     task: str | None = typer.Option(None, "--task", help="Only the model columns of this task."),
+    family: str | None = typer.Option(
+        None, "--family", help="Only the columns a feature family expands into."
+    ),
     features_dir: Path | None = typer.Option(
         None, "--features-dir", help="Definitions folder (default features/)."
     ),
 ) -> None:
-    """Print the feature definitions as a table."""
+    """Print the feature definitions as a table, families and rates expanded into their columns."""
     from safetyml.features.definitions import TASKS
 
     fs = _feature_set(features_dir)
     if task is not None and task not in TASKS:
         fail(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
-    if task:
-        rows = [(d, d.name) for d in fs.for_task(task)]
-        title = f"{task}: {len(rows)} model columns (definitions {fs.version})"
-    else:
-        rows = [(d, d.name) for d in fs.definitions]
-        title = f"{len(rows)} feature columns (definitions {fs.version})"
-    table = Table("name", "entity", "agg", "kind", "window", "direction", "description", title=title)
-    for d, name in rows:
+    defs = fs.for_task(task) if task else fs.definitions
+    if family is not None:
+        families = sorted({d.family for d in fs.definitions if d.family})
+        if family not in families:
+            fail(f"no feature family {family!r}; families: {', '.join(families) or 'none'}")
+        defs = [d for d in defs if d.family == family]
+    what = f"{task}: {len(defs)} model columns" if task else f"{len(defs)} feature columns"
+    title = f"{what}{f' of family {family}' if family else ''} (definitions {fs.version})"
+    table = Table(
+        "name", "entity", "family / group", "agg", "window", "direction", "description", title=title
+    )
+    for d in defs:
         direction = {1: "+1 risk", -1: "-1 risk", 0: "0"}[d.direction]
-        table.add_row(name, d.entity, d.agg, d.kind, d.window or "-", direction, d.description)
+        window = d.window or "-"
+        if d.horizon:
+            window = f"{window}, ends {d.horizon} before" if d.variant is None else f"last {d.horizon}"
+        group = f"{d.family} / {d.group}" if d.family else d.group
+        table.add_row(d.name, d.entity, group, d.agg, window, direction, d.description)
     console.print(table)
 
 

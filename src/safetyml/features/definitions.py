@@ -1,9 +1,13 @@
 """Feature definitions as data: the YAML files under ``features/`` read into pydantic models.
 
-One YAML file per entity (rider, merchant, zone, trip). A YAML feature with windows expands into one
-model column per window (``rider_incidents`` + ``[30d, 90d]`` → ``rider_incidents_30d``, ``..._90d``); a
-zone feature used by the incident model expands once more into a pickup and a drop-off column. The
-expanded columns are :class:`FeatureDefinition` objects; :class:`FeatureSet` holds them all with a version
+One YAML file per entity (rider, merchant, rider–merchant pair, zone, trip). A YAML feature with windows
+expands into one model column per window (``rider_incidents`` + ``[30d, 90d]`` → ``rider_incidents_30d``,
+``..._90d``); a zone feature used by the incident model expands once more into a pickup and a drop-off
+column. A *family* (``families:``) is one declaration that expands over windows × aggregations of an event
+table (``count, sum, mean, max, std, distinct``), generating names, groups and reason-code descriptions. A
+``rate`` feature is incidents (or any filtered event) per unit of activity over an event-time window that ends
+a maturity horizon before as_of (default: the task's label lag, from ``training/<task>.yaml``).
+The expanded columns are :class:`FeatureDefinition` objects; :class:`FeatureSet` holds them all with a version
 hash of the files, so a model and an online store can say which definitions they were built from.
 """
 
@@ -21,13 +25,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from safetyml import paths
 from safetyml.contract import TABLES
+from safetyml.errors import SafetymlError
 
-Entity = Literal["rider", "merchant", "zone", "trip"]
+Entity = Literal["rider", "merchant", "pair", "zone", "trip"]
 Task = Literal["incident_risk", "merchant_credit"]
+FamilyAgg = Literal["count", "sum", "mean", "max", "std", "distinct"]
 Agg = Literal[
     "count",
     "sum",
     "mean",
+    "max",
+    "std",
+    "distinct",
+    "rate",
     "ratio",
     "net",
     "trend",
@@ -39,16 +49,26 @@ Agg = Literal[
     "request",
 ]
 Format = Literal["count", "number", "percent", "days", "money", "category", "hour", "flag", "multiple"]
-Compute = Literal["local_hour", "weekday", "night", "column", "relative"]
+Compute = Literal["local_hour", "weekday", "night", "column", "relative", "zscore", "hour_affinity"]
 
-ENTITIES: tuple[str, ...] = ("trip", "rider", "merchant", "zone")
+ENTITIES: tuple[str, ...] = ("trip", "rider", "merchant", "pair", "zone")
 TASKS: tuple[str, ...] = ("incident_risk", "merchant_credit")
 # Event tables each entity aggregates, and the column that names the entity in them.
 SOURCES: dict[str, dict[str, str]] = {
     "rider": {"trips": "rider_id", "incidents": "rider_id"},
     "merchant": {"trips": "merchant_id", "incidents": "merchant_id", "merchant_ledger": "merchant_id"},
     "zone": {"trips": "cell", "incidents": "cell"},
+    "pair": {"trips": "rider_id+merchant_id", "incidents": "rider_id+merchant_id"},
 }
+# A pair's id in frames, the online store and requests: ``<rider_id>|<merchant_id>``.
+PAIR_SEPARATOR = "|"
+
+
+def pair_id(rider_id: Any, merchant_id: Any) -> str:
+    """The id of a rider–merchant pair in the online store and requests."""
+    return f"{rider_id}{PAIR_SEPARATOR}{merchant_id}"
+
+
 # When an event becomes known, and whether it is known *at* that instant (incidents: reported_at <= T)
 # or only strictly after it (everything else: time < T).
 KNOWN_TIME: dict[str, tuple[str, bool]] = {
@@ -58,7 +78,7 @@ KNOWN_TIME: dict[str, tuple[str, bool]] = {
 }
 # Columns the engine adds to the contract tables before aggregating (usable in ``where`` filters).
 DERIVED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "trips": ("city", "local_hour", "weekday", "night", "rain"),
+    "trips": ("city", "local_hour", "weekday", "night", "rain", "hour_cos", "hour_sin"),
     "incidents": ("city", "local_hour", "night"),
     "merchant_ledger": (),
 }
@@ -66,13 +86,26 @@ ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
     "rider": tuple(TABLES["riders"].column_names),
     "merchant": tuple(TABLES["merchants"].column_names),
 }
-WINDOWED_AGGS = {"count", "sum", "mean", "ratio", "net", "daily_cv", "eb_rate"}
+WINDOWED_AGGS = {
+    "count",
+    "sum",
+    "mean",
+    "max",
+    "std",
+    "distinct",
+    "rate",
+    "ratio",
+    "net",
+    "daily_cv",
+    "eb_rate",
+}
+VALUE_AGGS = ("sum", "mean", "max", "std")  # family aggregations of a value column
 FILTER_OPS = {"ge", "gt", "le", "lt", "ne", "in"}
 _WINDOW = re.compile(r"^(\d+)([dh])$")
 
 
-class FeatureDefinitionError(ValueError):
-    """A feature YAML file is invalid; the message names the file, the feature and the field."""
+class FeatureDefinitionError(SafetymlError, ValueError):
+    """A feature YAML file is invalid; the message names the file, the feature (or family) and the field."""
 
 
 def window_ns(window: str) -> int:
@@ -85,9 +118,9 @@ def window_ns(window: str) -> int:
 
 
 def window_words(window: str) -> str:
-    """``"30d"`` → ``"30 days"``."""
+    """``"30d"`` → ``"30 days"``, ``"1h"`` → ``"hour"`` (as in "the last hour")."""
     number, unit = int(window[:-1]), {"d": "day", "h": "hour"}[window[-1]]
-    return f"{number} {unit}{'' if number == 1 else 's'}"
+    return unit if number == 1 else f"{number} {unit}s"
 
 
 Condition = str | int | float | bool | list[str | int | float | bool] | dict[str, Any]
@@ -133,6 +166,12 @@ class FeatureSpec(BaseModel):
     column: str | None = None
     compute: Compute | None = None
     relative_to: str | None = None
+    refs: list[str] = Field(default_factory=list)  # request features: the rider/merchant features used
+    distinct: str | None = None  # agg distinct: the column whose distinct values are counted
+    horizon: str | None = None  # agg rate: maturity horizon (default: the task's label lag)
+    pending: bool = False  # agg rate: also a column counting the activity of the last horizon
+    pending_description: str | None = None  # its reason-code sentence ({value}, {horizon})
+    family: str | None = None  # set by a family's expansion (not written by hand)
     per: float = Field(1.0, gt=0)
     prior_trips: float | None = Field(None, gt=0)
     ring: bool = False
@@ -158,12 +197,28 @@ class FeatureSpec(BaseModel):
     def _where_ops(cls, where: dict[str, Condition]) -> dict[str, Condition]:
         return Measure._ops(where)
 
+    @field_validator("horizon")
+    @classmethod
+    def _horizon(cls, horizon: str | None) -> str | None:
+        if horizon is not None:
+            window_ns(horizon)
+        return horizon
+
+    @property
+    def references(self) -> list[str]:
+        """Rider/merchant features a request feature is computed from (its relative_to and refs)."""
+        return ([self.relative_to] if self.relative_to else []) + list(self.refs)
+
     @model_validator(mode="after")
     def _fields_per_agg(self) -> FeatureSpec:
         needs: dict[str, tuple[str, ...]] = {
             "count": ("source",),
             "sum": ("source", "value"),
             "mean": ("source", "value"),
+            "max": ("source", "value"),
+            "std": ("source", "value"),
+            "distinct": ("source", "distinct"),
+            "rate": ("source", "denominator"),
             "ratio": ("source", "denominator"),
             "net": ("source", "value", "minus"),
             "trend": ("source", "value"),
@@ -189,18 +244,87 @@ class FeatureSpec(BaseModel):
             raise ValueError(f"compute {self.compute!r} needs 'column'")
         if self.compute == "relative" and not self.relative_to:
             raise ValueError("compute 'relative' needs 'relative_to' (a rider or merchant feature)")
+        if self.compute == "zscore" and not (self.column and len(self.refs) == 2):
+            raise ValueError("compute 'zscore' needs 'column' and refs: [<mean feature>, <std feature>]")
+        if self.compute == "hour_affinity" and len(self.refs) != 2:
+            raise ValueError("compute 'hour_affinity' needs refs: [<hour_cos mean feature>, <hour_sin mean>]")
+        if self.agg != "rate" and (self.horizon is not None or self.pending):
+            raise ValueError("'horizon' and 'pending' belong to agg 'rate'")
         return self
 
 
+class ValueSpec(BaseModel):
+    """A value column a family aggregates: how reason codes name it and format it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    words: str = Field(min_length=1)
+    format: Format = "number"
+
+
+# Reason-code templates of each family aggregation: {of} is the family's noun phrase ("trips by this
+# rider"), {words} the value's or the distinct column's words; {value} and {window} are filled later.
+FAMILY_TEMPLATES: dict[str, str] = {
+    "count": "{value} {of} in the last {window}",
+    "sum": "the {words} of {of} in the last {window} added up to {value}",
+    "mean": "the mean {words} of {of} in the last {window} was {value}",
+    "max": "the highest {words} of {of} in the last {window} was {value}",
+    "std": "the {words} of {of} in the last {window} varied by {value} (standard deviation)",
+    "distinct": "{value} different {words} among {of} in the last {window}",
+}
+
+
+class FamilySpec(BaseModel):
+    """One declaration expanding over windows × aggregations of an event table for the file's entity.
+
+    Columns are named ``<family>_count_<w>``, ``<family>_<value>_<agg>_<w>`` (sum, mean, max, std of each
+    value column) and ``<family>_distinct_<words>_<w>``; each aggregation (per value) is one group, so its
+    windows are explained and selected together.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    source: str
+    of: str = Field(min_length=3, description="what is aggregated, for descriptions: 'trips by this rider'")
+    where: dict[str, Condition] = Field(default_factory=dict)
+    windows: list[str] = Field(min_length=1)
+    aggs: list[FamilyAgg] = Field(min_length=1)
+    values: dict[str, ValueSpec] = Field(default_factory=dict)
+    distinct: dict[str, str] = Field(default_factory=dict, description="column -> words ('merchants')")
+    agg_windows: dict[FamilyAgg, list[str]] = Field(default_factory=dict)
+    direction: dict[FamilyAgg, Literal[-1, 0, 1]] = Field(default_factory=dict)
+    descriptions: dict[FamilyAgg, str] = Field(default_factory=dict)
+    tasks: list[Task] = Field(default_factory=list)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, windows: list[str]) -> list[str]:
+        return FeatureSpec._windows(windows)
+
+    @field_validator("agg_windows")
+    @classmethod
+    def _agg_windows(cls, agg_windows: dict[str, list[str]]) -> dict[str, list[str]]:
+        for windows in agg_windows.values():
+            FeatureSpec._windows(windows)
+        return agg_windows
+
+    @field_validator("where")
+    @classmethod
+    def _where_ops(cls, where: dict[str, Condition]) -> dict[str, Condition]:
+        return Measure._ops(where)
+
+
 class EntityFile(BaseModel):
-    """One YAML file: the entity and its features."""
+    """One YAML file: the entity, its features and its feature families."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     entity: Entity
     description: str = ""
     as_of_floor: str | None = None  # zone features: computed as of T floored to this (e.g. 1h); see docs
-    features: list[FeatureSpec]
+    features: list[FeatureSpec] = Field(default_factory=list)
+    families: list[FamilySpec] = Field(default_factory=list)
 
     @field_validator("as_of_floor")
     @classmethod
@@ -227,6 +351,9 @@ class FeatureDefinition(BaseModel):
     window: str | None = None
     role: str | None = None  # "pickup" | "dropoff" for zone features in the incident model
     ring: bool = False  # zone feature over the cell and its neighbours (grid_disk k=1)
+    horizon: str | None = None  # rate: the maturity horizon the window ends at
+    variant: str | None = None  # rate: "pending" = the activity of the last horizon (not yet mature)
+    family: str | None = None  # the family this column was expanded from
     base: str  # the entity-level column name (the online store's column)
     spec: FeatureSpec
 
@@ -284,37 +411,98 @@ RING_PLACES = {
 }
 
 
+PENDING_DESCRIPTION = "{value} {activity} in the last {horizon}, whose incidents may not be reported yet"
+
+
 def _expand(spec: FeatureSpec, entity: str) -> list[FeatureDefinition]:
     """Entity-level columns of one YAML feature (windows × cell/ring), without pickup/drop-off roles."""
     windows: list[str | None] = list(spec.windows) if spec.agg in WINDOWED_AGGS and spec.windows else [None]
+    variants: list[str | None] = [None, "pending"] if spec.agg == "rate" and spec.pending else [None]
     out = []
     for ring in (False, True) if spec.ring else (False,):
-        for window in windows:
-            base = spec.name if not ring else re.sub(r"^zone_", "ring_", spec.name)
-            if base == spec.name and ring:
-                base = "ring_" + spec.name
-            name = f"{base}_{window}" if window else base
-            text = spec.description
-            if window:
-                text = text.replace("{window}", window_words(window))
-            elif spec.agg == "trend":
-                text = text.replace("{short}", window_words(spec.windows[0]))
-                text = text.replace("{long}", window_words(spec.windows[1]))
+        base = spec.name if not ring else re.sub(r"^zone_", "ring_", spec.name)
+        if base == spec.name and ring:
+            base = "ring_" + spec.name
+        for variant in variants:
+            for window in windows if variant is None else [None]:
+                name = f"{base}_{window}" if window else base
+                text = spec.description
+                if variant == "pending":
+                    name = f"{base}_pending"
+                    activity = (spec.denominator.source if spec.denominator else None) or "trips"
+                    text = spec.pending_description or PENDING_DESCRIPTION.replace(
+                        "{activity}", activity.replace("_", " ")
+                    )
+                if window:
+                    text = text.replace("{window}", window_words(window))
+                elif spec.agg == "trend":
+                    text = text.replace("{short}", window_words(spec.windows[0]))
+                    text = text.replace("{long}", window_words(spec.windows[1]))
+                else:
+                    text = text.replace(" in the last {window}", "").replace("{window}", "all time")
+                if spec.horizon:
+                    text = text.replace("{horizon}", window_words(spec.horizon))
+                out.append(
+                    FeatureDefinition(
+                        name=name,
+                        entity=entity,
+                        group=spec.group or (f"{base}_pending" if variant else base),
+                        kind=spec.kind,
+                        categories=spec.categories,
+                        direction=spec.direction if variant is None else 0,
+                        description=text,
+                        agg=spec.agg if variant is None else "count",
+                        format=spec.format if variant is None else "count",
+                        window=window,
+                        ring=ring,
+                        horizon=spec.horizon,
+                        variant=variant,
+                        family=spec.family,
+                        base=name,
+                        spec=spec,
+                    )
+                )
+    return out
+
+
+def expand_family(family: FamilySpec) -> list[FeatureSpec]:
+    """The feature specs of one family (one per aggregation and value column), windows not yet expanded."""
+    out = []
+    for agg in family.aggs:
+        windows = family.agg_windows.get(agg, family.windows)
+        if agg == "count":
+            targets: list[tuple[str, dict[str, Any]]] = [("count", {"format": "count", "words": ""})]
+        elif agg == "distinct":
+            targets = [
+                (
+                    f"distinct_{re.sub(r'[^a-z0-9]+', '_', words.lower()).strip('_')}",
+                    {"format": "count", "words": words, "distinct": column},
+                )
+                for column, words in family.distinct.items()
+            ]
+        else:
+            targets = [
+                (f"{column}_{agg}", {"format": v.format, "words": v.words, "value": column})
+                for column, v in family.values.items()
+            ]
+        for suffix, extra in targets:
+            template = family.descriptions.get(agg, FAMILY_TEMPLATES[agg])
+            name = f"{family.family}_{suffix}"
             out.append(
-                FeatureDefinition(
+                FeatureSpec(
                     name=name,
-                    entity=entity,
-                    group=spec.group or base,
-                    kind=spec.kind,
-                    categories=spec.categories,
-                    direction=spec.direction,
-                    description=text,
-                    agg=spec.agg,
-                    format=spec.format,
-                    window=window,
-                    ring=ring,
-                    base=name,
-                    spec=spec,
+                    agg=agg,
+                    description=template.replace("{of}", family.of).replace("{words}", extra["words"]),
+                    source=family.source,
+                    where=family.where,
+                    value=extra.get("value"),
+                    distinct=extra.get("distinct"),
+                    windows=windows,
+                    format=extra["format"],
+                    direction=family.direction.get(agg, 0),
+                    tasks=family.tasks,
+                    group=name,
+                    family=family.family,
                 )
             )
     return out
@@ -395,6 +583,65 @@ def _source_columns(table: str) -> set[str]:
     return set(TABLES[table].column_names) | set(DERIVED_COLUMNS.get(table, ()))
 
 
+def _numeric_columns(table: str) -> set[str]:
+    numeric = {c.name for c in TABLES[table].columns if c.kind in ("float", "int", "bool")}
+    return numeric | (set(DERIVED_COLUMNS.get(table, ())) - {"city"})
+
+
+def _check_family(family: FamilySpec, entity: str, path: Path) -> None:
+    """Combinations pydantic cannot see: the source, its columns, and aggregations without their inputs."""
+
+    def bad(field: str, message: str) -> FeatureDefinitionError:
+        return FeatureDefinitionError(f"{path}: family {family.family!r}, field {field!r}: {message}")
+
+    allowed = SOURCES.get(entity, {})
+    if entity == "trip":
+        raise bad(
+            "family", "trip features are request-time; families aggregate rider/merchant/pair/zone events"
+        )
+    if family.source not in allowed:
+        raise bad("source", f"{entity} families can aggregate {sorted(allowed)}, not {family.source!r}")
+    if len(set(family.aggs)) != len(family.aggs):
+        raise bad("aggs", "aggregations must not repeat")
+    if entity == "zone" and "merchant_credit" in family.tasks:
+        raise bad("tasks", "zone features feed the incident model only")
+    columns, numeric = _source_columns(family.source), _numeric_columns(family.source)
+    for column in family.where:
+        if column not in columns:
+            raise bad(
+                f"where.{column}", f"{family.source} has no column {column!r}; it has {sorted(columns)}"
+            )
+    value_aggs = [a for a in family.aggs if a in VALUE_AGGS]
+    if value_aggs and not family.values:
+        raise bad("values", f"aggs {', '.join(value_aggs)} need at least one value column to aggregate")
+    if family.values and not value_aggs:
+        raise bad("values", f"value columns are used only by {', '.join(VALUE_AGGS)}; none is in aggs")
+    for column in family.values:
+        if column not in numeric:
+            raise bad(
+                f"values.{column}",
+                f"{family.source} has no numeric column {column!r}; numeric columns: {sorted(numeric)}",
+            )
+    if "distinct" in family.aggs and not family.distinct:
+        raise bad("distinct", "agg 'distinct' needs the column(s) whose distinct values to count")
+    if family.distinct and "distinct" not in family.aggs:
+        raise bad("distinct", "distinct columns are given but 'distinct' is not in aggs")
+    for column in family.distinct:
+        if column not in columns:
+            raise bad(f"distinct.{column}", f"{family.source} has no column {column!r}")
+    for field, mapping in (
+        ("agg_windows", family.agg_windows),
+        ("direction", family.direction),
+        ("descriptions", family.descriptions),
+    ):
+        for agg in mapping:
+            if agg not in family.aggs:
+                raise bad(f"{field}.{agg}", f"{agg!r} is not one of the family's aggs {family.aggs}")
+    for agg, template in family.descriptions.items():
+        if "{value}" not in template:
+            raise bad(f"descriptions.{agg}", "a description needs {value}")
+
+
 def _check_semantics(entity_file: EntityFile, path: Path, all_names: dict[str, str]) -> None:
     """Cross-field rules pydantic cannot see alone: sources, columns and references exist."""
     entity = entity_file.entity
@@ -415,6 +662,18 @@ def _check_semantics(entity_file: EntityFile, path: Path, all_names: dict[str, s
             raise bad(
                 spec, "agg", "eb_rate (incidents per trips shrunk to the city rate) is a zone aggregation"
             )
+        if spec.agg == "rate" and spec.prior_trips is not None and entity != "zone":
+            raise bad(
+                spec,
+                "prior_trips",
+                "only zone rates are shrunk (toward the city's rate); rider, merchant and pair rates are raw",
+            )
+        if spec.agg in ("tenure", "attribute") and entity == "pair":
+            raise bad(spec, "agg", "a rider–merchant pair has no attributes of its own")
+        if spec.distinct is not None and spec.source and spec.distinct not in _source_columns(spec.source):
+            raise bad(spec, "distinct", f"{spec.source} has no column {spec.distinct!r}")
+        if spec.agg in ("max", "std") and spec.value not in _numeric_columns(spec.source or "trips"):
+            raise bad(spec, "value", f"{spec.source} has no numeric column {spec.value!r}")
         if spec.agg in ("tenure", "attribute"):
             columns = ENTITY_COLUMNS.get(entity, ())
             if spec.column not in columns:
@@ -450,6 +709,8 @@ def _check_semantics(entity_file: EntityFile, path: Path, all_names: dict[str, s
             for window in spec.windows:
                 if not window.endswith("d"):
                     raise bad(spec, "windows", "daily_cv windows are whole days (e.g. 30d)")
+        if spec.agg == "rate" and spec.horizon is None:
+            raise bad(spec, "horizon", "no horizon and no task label lag to default to (set e.g. 7d)")
         if entity == "trip" and spec.compute == "column" and spec.column not in _source_columns("trips"):
             raise bad(spec, "column", f"trips has no column {spec.column!r}")
         for d in _expand(spec, entity):
@@ -460,15 +721,21 @@ def _check_semantics(entity_file: EntityFile, path: Path, all_names: dict[str, s
 
 def _pydantic_message(path: Path, raw: dict[str, Any], exc: ValidationError) -> str:
     lines = [f"{path}: invalid feature definition(s):"]
-    features = raw.get("features") if isinstance(raw, dict) else None
     for error in exc.errors():
         loc = list(error["loc"])
         where = "file"
-        if len(loc) >= 2 and loc[0] == "features" and isinstance(loc[1], int) and isinstance(features, list):
-            item = features[loc[1]] if loc[1] < len(features) else {}
-            name = item.get("name", f"#{loc[1] + 1}") if isinstance(item, dict) else f"#{loc[1] + 1}"
-            field = ".".join(str(p) for p in loc[2:]) or "(whole feature)"
-            where = f"feature {name!r}, field {field!r}"
+        section = raw.get(loc[0]) if isinstance(raw, dict) and loc else None
+        if (
+            len(loc) >= 2
+            and loc[0] in ("features", "families")
+            and isinstance(loc[1], int)
+            and (isinstance(section, list))
+        ):
+            word, key = ("feature", "name") if loc[0] == "features" else ("family", "family")
+            item = section[loc[1]] if loc[1] < len(section) else {}
+            name = item.get(key, f"#{loc[1] + 1}") if isinstance(item, dict) else f"#{loc[1] + 1}"
+            field = ".".join(str(p) for p in loc[2:]) or f"(whole {word})"
+            where = f"{word} {name!r}, field {field!r}"
         elif loc:
             where = f"field {'.'.join(str(p) for p in loc)!r}"
         lines.append(f"  {where}: {error['msg']}")
@@ -489,6 +756,37 @@ def read_entity_file(path: Path) -> EntityFile:
         raise FeatureDefinitionError(_pydantic_message(path, raw, exc)) from None
 
 
+def task_label_lags(features_folder: Path) -> dict[str, int]:
+    """Each task's ``split.label_lag_days`` from ``training/<task>.yaml`` (beside the features folder, else
+    the project's); a task without a readable config is left out."""
+    lags: dict[str, int] = {}
+    for task in TASKS:
+        for folder in (features_folder.parent / "training", paths.training_dir()):
+            file = folder / f"{task}.yaml"
+            if file.is_file():
+                try:
+                    raw = yaml.safe_load(file.read_text()) or {}
+                    lags[task] = int((raw.get("split") or {}).get("label_lag_days", 0))
+                except (yaml.YAMLError, AttributeError, TypeError, ValueError):
+                    continue
+                break
+    return lags
+
+
+def _resolve(entity_file: EntityFile, path: Path, lags: dict[str, int]) -> EntityFile:
+    """The file with its families expanded into features and each rate's default horizon filled in."""
+    for family in entity_file.families:
+        _check_family(family, entity_file.entity, path)
+    specs = []
+    for spec in [*entity_file.features, *(s for f in entity_file.families for s in expand_family(f))]:
+        if spec.agg == "rate" and spec.horizon is None:
+            days = [lags[t] for t in spec.tasks if t in lags]
+            if days:
+                spec = spec.model_copy(update={"horizon": f"{max(days)}d"})
+        specs.append(spec)
+    return entity_file.model_copy(update={"features": specs})
+
+
 def load_feature_set(path: Path | str | None = None) -> FeatureSet:
     """Read every ``*.yaml`` of the features folder (default: the project's ``features/``)."""
     folder = Path(path) if path is not None else paths.features_dir()
@@ -499,20 +797,24 @@ def load_feature_set(path: Path | str | None = None) -> FeatureSet:
     parsed: dict[str, EntityFile] = {}
     file_of: dict[str, Path] = {}
     all_names: dict[str, str] = {}
+    lags = task_label_lags(folder)
+    digest.update(repr(sorted(lags.items())).encode())  # default rate horizons come from the label lags
     for file in files:
         digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
         entity_file = read_entity_file(file)
         if entity_file.entity in parsed:
             raise FeatureDefinitionError(f"{file}: entity {entity_file.entity!r} is defined by two files")
+        entity_file = _resolve(entity_file, file, lags)
         _check_semantics(entity_file, file, all_names)
         parsed[entity_file.entity] = entity_file
         file_of[entity_file.entity] = file
     owners = {d.name: e for e, f in parsed.items() for s in f.features for d in _expand(s, e)}
     for entity_file in parsed.values():
         for spec in entity_file.features:
-            if spec.relative_to is not None and owners.get(spec.relative_to) not in ("rider", "merchant"):
-                raise FeatureDefinitionError(
-                    f"{file_of[entity_file.entity]}: feature {spec.name!r}, field 'relative_to': "
-                    f"{spec.relative_to!r} is not a rider or merchant feature"
-                )
+            for field, target in [("relative_to", spec.relative_to)] + [("refs", r) for r in spec.refs]:
+                if target is not None and owners.get(target) not in ("rider", "merchant"):
+                    raise FeatureDefinitionError(
+                        f"{file_of[entity_file.entity]}: feature {spec.name!r}, field {field!r}: "
+                        f"{target!r} is not a rider or merchant feature"
+                    )
     return FeatureSet(parsed, digest.hexdigest()[:12], source=folder)

@@ -30,17 +30,19 @@ from safetyml import cities
 from safetyml.features import zones
 from safetyml.features.definitions import (
     KNOWN_TIME,
+    PAIR_SEPARATOR,
     FeatureDefinition,
     FeatureSet,
     FeatureSpec,
     Measure,
     window_ns,
 )
-from safetyml.features.request import local_hour_weekday, night_flag, to_ns
+from safetyml.features.request import hour_angle, local_hour_weekday, night_flag, to_ns
 from safetyml.tables import Tables
 
 DAY_NS = 86_400 * 10**9
 NAT = np.iinfo(np.int64).min
+STREAM_AGGS = {"max", "std", "distinct", "rate"}
 
 
 # ---------------------------------------------------------------------------------------------- events
@@ -69,7 +71,7 @@ class EventData:
         return getattr(self, source)
 
 
-CODE_COLUMN = {"rider": "rider_code", "merchant": "merchant_code", "zone": "zone_code"}
+CODE_COLUMN = {"rider": "rider_code", "merchant": "merchant_code", "zone": "zone_code", "pair": "pair_code"}
 
 
 def trip_city(trips: pd.DataFrame, merchants: pd.DataFrame) -> pd.Series:
@@ -125,7 +127,9 @@ def prepare_events(tables: Tables) -> EventData:
     )
     hour, weekday = local_hour_weekday(raw["requested_at"], trips["city"])
     trips["local_hour"], trips["weekday"], trips["night"] = hour, weekday, night_flag(hour)
+    trips["hour_cos"], trips["hour_sin"] = hour_angle(hour)
     trips["requested_at"] = trips["t"]
+    n_merchants = len(merchant_index)
 
     inc = tables.incidents.reset_index(drop=True)
     trip_pos = _codes(pd.Index(raw["trip_id"]), inc["trip_id"])
@@ -157,6 +161,11 @@ def prepare_events(tables: Tables) -> EventData:
         }
     )
     incidents["reported_at"] = incidents["t"]
+    # event time: the linked trip's request time (the same clock as the trips a rate divides by), else
+    # when the incident happened
+    event_t = incidents["occurred_at"].to_numpy().copy()
+    event_t[has_trip] = trips["t"].to_numpy()[trip_pos[has_trip]]
+    incidents["event_t"] = event_t
     ihour, _ = local_hour_weekday(inc["occurred_at"], incidents["city"])
     incidents["local_hour"], incidents["night"] = ihour, night_flag(ihour)
 
@@ -201,6 +210,15 @@ def prepare_events(tables: Tables) -> EventData:
             pd.Index(zones.nearest_city(frame["cell"].to_numpy()))
         )
 
+    trip_pairs = _pair_keys(trips["rider_code"].to_numpy(), trips["merchant_code"].to_numpy(), n_merchants)
+    incident_pairs = _pair_keys(
+        incidents["rider_code"].to_numpy(), incidents["merchant_code"].to_numpy(), n_merchants
+    )
+    keys = np.concatenate([trip_pairs, incident_pairs])
+    pair_index = pd.Index(np.unique(keys[keys >= 0]))
+    trips["pair_code"] = np.where(trip_pairs >= 0, pair_index.get_indexer(trip_pairs), -1)
+    incidents["pair_code"] = np.where(incident_pairs >= 0, pair_index.get_indexer(incident_pairs), -1)
+
     times = [trips["t"], incidents["t"], ledger["t"], credit["t"]]
     max_time = max((int(t.max()) for t in times if len(t)), default=0)
     return EventData(
@@ -212,9 +230,21 @@ def prepare_events(tables: Tables) -> EventData:
         merchants=merchants,
         zone_trips=zone_trips,
         zone_incidents=zone_incidents,
-        index={"rider": rider_index, "merchant": merchant_index, "zone": zone_index, "city": city_index},
+        index={
+            "rider": rider_index,
+            "merchant": merchant_index,
+            "zone": zone_index,
+            "city": city_index,
+            "pair": pair_index,
+        },
         max_time=max_time,
     )
+
+
+def _pair_keys(rider_codes: np.ndarray, merchant_codes: np.ndarray, n_merchants: int) -> np.ndarray:
+    """One int64 per (rider, merchant) pair; -1 when either is unknown."""
+    ok = (rider_codes >= 0) & (merchant_codes >= 0)
+    return np.where(ok, rider_codes.astype(np.int64) * max(n_merchants, 1) + merchant_codes, -1)
 
 
 def where_mask(frame: pd.DataFrame, where: dict[str, Any]) -> np.ndarray:
@@ -303,12 +333,95 @@ class Stream:
             self._cums[key] = np.concatenate([[0.0], np.cumsum(x)])
         return self._cums[key]
 
+    def values(self, value: str) -> np.ndarray:
+        """The ``value`` column of each event, in stream order (NaN where missing)."""
+        return self._source[value].to_numpy(dtype="float64", na_value=np.nan)[self.rows]
+
+    def moments(self, value: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cumulative (count of non-missing values, sum, sum of squares) of ``value`` minus its entity's first
+        value: the shift leaves the variance unchanged and keeps it exact when the std is small next to the
+        mean (the first value is known before any later event, so the shift is point-in-time too)."""
+        key = f"moments:{value}"
+        if key not in self._cums:
+            x = self.values(value)
+            valid = np.isfinite(x)
+            codes = self.keys // self.R
+            start = np.ones(len(x), dtype=bool)
+            start[1:] = codes[1:] != codes[:-1]
+            first = np.maximum.accumulate(np.where(start, np.arange(len(x)), 0))
+            d = np.where(valid, x - np.nan_to_num(x[first] if len(x) else x), 0.0)
+            self._cums[key] = tuple(
+                np.concatenate([[0.0], np.cumsum(a)]) for a in (valid.astype("float64"), d, d * d)
+            )
+        return self._cums[key]
+
+    def range_max(self, value: str) -> RangeMax:
+        key = f"max:{value}"
+        if key not in self._cums:
+            x = self.values(value)
+            self._cums[key] = RangeMax(np.where(np.isfinite(x), x, -np.inf))
+        return self._cums[key]
+
     def positions(self, codes: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Global position just past the last event of each query's entity known at its time t."""
         return Queries(codes, t).pos(self, 0)
 
     def starts(self, codes: np.ndarray) -> np.ndarray:
         return Queries(codes, np.zeros(len(codes), dtype=np.int64)).pos(self, None)
+
+
+class RangeMax:
+    """Maximum of ``x[s:e]`` for many ranges at once in O(n) memory: maxima within fixed blocks from the left
+    and from the right, plus a sparse table over whole blocks (a block-decomposed range-maximum query).
+
+    Written here because the queries are arbitrary as_of times (trip requests, month ends, the store's
+    as_of), not the events themselves that ``pandas.rolling().max()`` answers at; tested against it.
+    """
+
+    BLOCK = 16
+
+    def __init__(self, x: np.ndarray):
+        n, b = len(x), self.BLOCK
+        blocks = np.full((max(-(-n // b), 1), b), -np.inf)
+        blocks.ravel()[:n] = x
+        self.x = blocks.ravel()
+        self.prefix = np.maximum.accumulate(blocks, axis=1).ravel()
+        self.suffix = np.maximum.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].ravel()
+        self.levels = [blocks.max(axis=1)]  # level j: max over 2**j blocks starting at each block
+        while 2 ** len(self.levels) <= len(blocks):
+            prev, step = self.levels[-1], 2 ** (len(self.levels) - 1)
+            self.levels.append(np.maximum(prev[:-step], prev[step:]))
+
+    def query(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """max(x[start:end]) per range; -inf for an empty range."""
+        b = self.BLOCK
+        out = np.full(len(start), -np.inf)
+        last = end - 1
+        first_block, last_block = start // b, last // b
+        nonempty = end > start
+        same = np.flatnonzero(nonempty & (first_block == last_block))
+        if len(same):
+            s, e = start[same], last[same]
+            best = self.x[s].copy()
+            for k in range(1, b):
+                more = s + k <= e
+                if not more.any():
+                    break
+                best[more] = np.maximum(best[more], self.x[s[more] + k])
+            out[same] = best
+        across = np.flatnonzero(nonempty & (first_block < last_block))
+        if len(across):
+            best = np.maximum(self.suffix[start[across]], self.prefix[last[across]])
+            lo, hi = first_block[across] + 1, last_block[across]  # whole blocks [lo, hi)
+            inner = hi > lo
+            length = np.where(inner, hi - lo, 1)
+            level = np.floor(np.log2(length)).astype(np.int64)
+            for j in np.unique(level[inner]):
+                rows = np.flatnonzero(inner & (level == j))
+                table = self.levels[j]
+                best[rows] = np.maximum(best[rows], np.maximum(table[lo[rows]], table[hi[rows] - 2**j]))
+            out[across] = best
+        return out
 
 
 def _sort_order(keys: np.ndarray) -> np.ndarray:
@@ -335,13 +448,19 @@ class Queries:
         self.t_sorted = self.t[self.t_order]
         self.ct_order = self.t_order[np.argsort(self.codes[self.t_order], kind="stable")]
         self._pos: dict[tuple[int, int | None], np.ndarray] = {}
+        self._unique: tuple[np.ndarray, np.ndarray] | None = None
 
     def pos(self, stream: Stream, offset: int | None) -> np.ndarray:
         """Positions at T - offset (offset None: the entity's first event, for all-time sums)."""
         key = (id(stream), offset)
         if key not in self._pos:
-            if offset is None:
-                rank = np.zeros(len(self.t), dtype=np.int64)
+            if offset is None:  # one search per distinct entity, not per query
+                if self._unique is None:
+                    self._unique = np.unique(self.codes, return_inverse=True)
+                codes, inverse = self._unique
+                first = np.searchsorted(stream.keys, np.where(codes >= 0, codes * stream.R, -1), side="left")
+                self._pos[key] = first[inverse.ravel()]
+                return self._pos[key]
             else:
                 side = "right" if stream.inclusive else "left"
                 rank = np.empty(len(self.t), dtype=np.int64)
@@ -389,10 +508,21 @@ class FeatureEngine:
         self.zone_floor = window_ns(floor) if floor else None
 
     # --------------------------------------------------------------------------------------- streams
-    def stream(self, entity: str, source: str, group: str | None = None, where: dict | None = None) -> Stream:
+    def stream(
+        self,
+        entity: str,
+        source: str,
+        group: str | None = None,
+        where: dict | None = None,
+        clock: tuple | None = None,
+    ) -> Stream:
         """Events of ``source`` keyed by ``entity``, by city (``group='city'``) or by every cell of the
-        event's neighbour ring (``group='ring'``), optionally filtered."""
-        key = (entity, source, group, json.dumps(where or {}, sort_keys=True, default=str))
+        event's neighbour ring (``group='ring'``), optionally filtered.
+
+        ``clock`` re-times the events (see :meth:`_retime`): ``("mature", shift)`` for rate numerators,
+        ``("distinct", column, window)`` for distinct counts.
+        """
+        key = (entity, source, group, json.dumps(where or {}, sort_keys=True, default=str), clock)
         if key not in self._streams:
             frame = self.events.table(entity, source)
             if entity == "zone" and source == "trips":
@@ -412,8 +542,47 @@ class FeatureEngine:
                 rows = np.repeat(rows, width)
             else:
                 codes = frame[CODE_COLUMN[entity]].to_numpy()[rows]
+            if clock is not None:
+                codes, times, rows = self._retime(clock, key[:4], frame, base, base_rows, codes, times, rows)
             self._streams[key] = Stream(base, codes, times, KNOWN_TIME[source][1], rows=base_rows[rows])
         return self._streams[key]
+
+    def _retime(self, clock: tuple, events: tuple, frame, base, base_rows, codes, times, rows):
+        """Events re-timed so that one-dimensional "known at T" sums answer two-sided conditions.
+
+        ``("mature", shift)``: an incident counts at T when its event time is < T - shift *and* it is
+        reported by T, i.e. when ``max(event_t + shift + 1ns, reported_at) <= T``.
+        ``("distinct", column, w)``: an event is the first of its (entity, value) in the window [T-w, T) iff
+        its previous occurrence is before T - w; counting events with ``max(t, previous + w) < T`` and
+        subtracting the events before T - w leaves one event per distinct value (``w`` None: first
+        occurrences only, all time).
+        """
+        if clock[0] == "mature":
+            shifted = frame["event_t"].to_numpy()[rows] + clock[1] + 1
+            return codes, np.maximum(shifted, times), rows
+        _, column, window = clock
+        key = ("previous", *events, column)
+        if key not in self._streams:  # one (previous occurrence) pass per stream, shared by every window
+            values, _ = pd.factorize(base[column])
+            vcode = values[base_rows[rows]]
+            keep = np.flatnonzero((vcode >= 0) & (codes >= 0))
+            c, t, v = codes[keep], times[keep], vcode[keep]
+            # (entity, value) groups in time order: sort by time, then stably by the group
+            order = np.argsort(t, kind="stable")
+            order = order[np.argsort(c[order] * (int(v.max(initial=0)) + 1) + v[order], kind="stable")]
+            same = np.zeros(len(order), dtype=bool)
+            same[1:] = (c[order][1:] == c[order][:-1]) & (v[order][1:] == v[order][:-1])
+            previous = np.full(len(order), NAT, dtype=np.int64)
+            previous[order[1:][same[1:]]] = t[order][:-1][same[1:]]
+            self._streams[key] = (keep, previous)
+        keep, previous = self._streams[key]
+        codes, times, rows = codes[keep], times[keep], rows[keep]
+        if window == "all":  # the distinct values' events, unchanged (the subtracted term)
+            return codes, times, rows
+        has = previous != NAT
+        if window is None:
+            return codes[~has], times[~has], rows[~has]
+        return codes, np.where(has, np.maximum(times, previous + window), times), rows
 
     def ring_codes(self) -> np.ndarray:
         """For each zone code, the codes of its grid_disk(k=1) cells (-1 for cells outside the index)."""
@@ -455,6 +624,14 @@ class FeatureEngine:
         """Entity codes of ids (-1 when unknown); zone ids are H3 cells (strings or ints)."""
         if entity == "zone":
             return self.index["zone"].get_indexer(pd.Index(self.cell_ints(ids)))
+        if entity == "pair":
+            parts = pd.Series(ids, dtype="object").astype("str").str.split(PAIR_SEPARATOR, n=1, expand=True)
+            if parts.shape[1] < 2:
+                return np.full(len(parts), -1, dtype=np.int64)
+            riders = self.index["rider"].get_indexer(pd.Index(parts[0].to_numpy()))
+            merchants = self.index["merchant"].get_indexer(pd.Index(parts[1].fillna("").to_numpy()))
+            keys = _pair_keys(riders, merchants, len(self.index["merchant"]))
+            return np.where(keys >= 0, self.index["pair"].get_indexer(pd.Index(keys)), -1)
         if isinstance(ids, pd.Series):
             return self.index[entity].get_indexer(pd.Index(ids))
         return self.index[entity].get_indexer(pd.Index(pd.Series(ids, dtype="object").to_numpy()))
@@ -471,6 +648,56 @@ class FeatureEngine:
     ) -> np.ndarray:
         stream = self.stream(entity, measure.source, group)
         return q.window_sum(stream, stream.cum(measure.where, measure.value), window)
+
+    def _stream_agg(self, entity: str, d: FeatureDefinition, q: Queries, group: str | None) -> np.ndarray:
+        """max, std, distinct and rate (or a rate's pending activity) of one column for a batch of queries."""
+        spec, window = d.spec, d.window_ns
+        where = spec.where or None
+        if spec.agg == "rate":
+            den = spec.denominator
+            den_stream = self.stream(entity, den.source or spec.source, group, den.where or None)
+            ones = den_stream.cum(None, den.value)
+            horizon = window_ns(d.horizon)
+            if d.variant == "pending":
+                return q.window_sum(den_stream, ones, horizon)
+            n = (
+                ones[q.pos(den_stream, horizon)]
+                - ones[q.pos(den_stream, None if window is None else horizon + window)]
+            )
+            k = self._mature_count(entity, spec.source, where, group, q, horizon, window)
+            return n, k
+        if spec.agg == "distinct":
+            clock = ("distinct", spec.distinct, window)
+            firsts = self.stream(entity, spec.source, group, where, clock)
+            out = q.window_sum(firsts, firsts.cum(), None)
+            if window is not None:
+                events = self.stream(entity, spec.source, group, where, ("distinct", spec.distinct, "all"))
+                ones = events.cum()
+                out = out - (ones[q.pos(events, window)] - ones[q.pos(events, None)])
+            return out
+        stream = self.stream(entity, spec.source, group, where)
+        if spec.agg == "max":
+            end, start = q.pos(stream, 0), q.pos(stream, window)
+            best = stream.range_max(spec.value).query(start, end)
+            return np.where(np.isfinite(best), best, np.nan)
+        if spec.agg == "std":  # sample standard deviation (ddof=1, as pandas), NaN below two values
+            count, total, squares = (q.window_sum(stream, c, window) for c in stream.moments(spec.value))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                var = (squares - total * total / count) / (count - 1)
+            return np.where(count >= 2, np.sqrt(np.maximum(var, 0.0)), np.nan)
+        raise ValueError(f"agg {spec.agg!r} is not a stream aggregation")
+
+    def _mature_count(self, entity, source, where, group, q: Queries, horizon: int, window: int | None):
+        """Events (incidents) whose event time is in [T - horizon - window, T - horizon) and that are
+        reported by T: the numerator of a rate over the same event-time window as its activity."""
+        upper = self.stream(entity, source, group, where, ("mature", horizon))
+        ones = upper.cum()
+        count = ones[q.pos(upper, 0)] - ones[q.pos(upper, None)]
+        if window is not None:
+            lower = self.stream(entity, source, group, where, ("mature", horizon + window))
+            ones = lower.cum()
+            count = count - (ones[q.pos(lower, 0)] - ones[q.pos(lower, None)])
+        return count
 
     def _formula(self, spec: FeatureSpec, window: int | None, meas) -> np.ndarray:
         """Aggregations that are functions of windowed sums (shared by riders, merchants, zones, rings)."""
@@ -510,15 +737,25 @@ class FeatureEngine:
         skips the id lookup when the caller already has the engine's integer codes.
         """
         n = len(ids) if ids is not None else len(codes)
+        return pd.DataFrame(self.columns(entity, ids, as_of, city, names, codes), index=pd.RangeIndex(n))
+
+    def columns(
+        self,
+        entity: str,
+        ids: Any,
+        as_of: Any,
+        city: Any = None,
+        names: list[str] | None = None,
+        codes: np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`compute` as a dict of arrays (no DataFrame: building one copies every column once more)."""
+        n = len(ids) if ids is not None else len(codes)
         t = self._as_of_ns(as_of, n)
         defs = [d for d in self.fs.entity_features(entity) if names is None or d.name in names]
         if entity == "zone":
             return self._compute_zone(ids, t, city, defs)
         q = Queries(self.codes(entity, ids) if codes is None else codes, t)
-        out: dict[str, Any] = {}
-        for d in defs:
-            out[d.name] = self._entity_value(entity, d, q)
-        return pd.DataFrame(out, index=pd.RangeIndex(n))
+        return {d.name: self._entity_value(entity, d, q) for d in defs}
 
     @staticmethod
     def _as_of_ns(as_of: Any, n: int) -> np.ndarray:
@@ -560,6 +797,13 @@ class FeatureEngine:
             var = np.maximum(squares / days - mean * mean, 0.0)
             return _ratio(np.sqrt(var), mean)
 
+        if spec.agg in STREAM_AGGS:
+            value = self._stream_agg(entity, d, q, None)
+            if spec.agg == "rate" and d.variant is None:
+                n, k = value
+                return spec.per * _ratio(k, n)
+            return value
+
         def meas(measure: Measure, w: int | None) -> np.ndarray:
             return self._measure(entity, measure, q, w, None)
 
@@ -568,7 +812,7 @@ class FeatureEngine:
     # --------------------------------------------------------------------------------------- zones
     def _compute_zone(
         self, ids: Any, t: np.ndarray, city: Any, defs: list[FeatureDefinition]
-    ) -> pd.DataFrame:
+    ) -> dict[str, np.ndarray]:
         n = len(t)
         cells = self.cell_ints(ids)
         if self.zone_floor:
@@ -607,7 +851,17 @@ class FeatureEngine:
         for d in defs:
             spec = d.spec
             local_meas = measure_on(q_cell, "ring" if d.ring else None)
-            if spec.agg == "eb_rate":
+            if spec.agg in STREAM_AGGS:
+                value = self._stream_agg("zone", d, q_cell, "ring" if d.ring else None)
+                fallback = np.full(len(u_t), np.nan)
+                if spec.agg == "rate" and d.variant is None:
+                    (trips, k), (city_n, city_k) = value, self._stream_agg("zone", d, q_city, "city")
+                    if spec.prior_trips:
+                        value = eb_rate(k, trips, city_k, city_n, spec.prior_trips, spec.per)
+                    else:
+                        value = spec.per * _ratio(k, trips)
+                    fallback = spec.per * _ratio(city_k, city_n)
+            elif spec.agg == "eb_rate":
                 den = spec.denominator
                 num_m = Measure(source=spec.source, where=spec.where)
                 den_m = Measure(source=den.source or spec.source, where=den.where)
@@ -622,7 +876,7 @@ class FeatureEngine:
                 else:
                     fallback = self._formula(spec, d.window_ns, city_meas)
             out[d.name] = np.where(no_cell, fallback, value)[inverse]
-        return pd.DataFrame(out, index=pd.RangeIndex(n))
+        return out
 
 
 def max_event_time(tables: Tables) -> pd.Timestamp:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from safetyml.features import zones
-from safetyml.features.definitions import FeatureDefinition, FeatureSet, load_feature_set
+from safetyml.features.definitions import FeatureDefinition, FeatureSet, load_feature_set, pair_id
 from safetyml.features.engine import DAY_NS, FeatureEngine, Stream
 from safetyml.features.request import trip_request_features
 from safetyml.tables import Tables
@@ -48,12 +48,12 @@ def frame_columns(task: str, fs: FeatureSet | None = None) -> dict[str, Any]:
 
 def _needed(fs: FeatureSet, defs: list[FeatureDefinition]) -> dict[str, list[str]]:
     """Entity-level columns to compute for these model columns (incl. what request features refer to)."""
-    need: dict[str, list[str]] = {"rider": [], "merchant": [], "zone": []}
+    need: dict[str, list[str]] = {"rider": [], "merchant": [], "pair": [], "zone": []}
     for d in defs:
         if d.entity in need and d.base not in need[d.entity]:
             need[d.entity].append(d.base)
-        if d.entity == "trip" and d.spec.relative_to:
-            target = fs.get(d.spec.relative_to)
+        for reference in d.spec.references if d.entity == "trip" else []:
+            target = fs.get(reference)
             if target.name not in need[target.entity]:
                 need[target.entity].append(target.name)
     return need
@@ -69,6 +69,8 @@ def _select(defs: list[FeatureDefinition], parts: dict[str, pd.DataFrame]) -> di
             out[d.name] = pd.Categorical(
                 pd.Series(values, dtype="object").to_numpy(), categories=d.categories
             )
+        elif isinstance(values, np.ndarray) and values.dtype == np.float64:
+            out[d.name] = values
         else:
             out[d.name] = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype="float64")
     return out
@@ -100,13 +102,18 @@ def _incident_risk(engine: FeatureEngine, fs: FeatureSet, label_min_severity: in
     t = trips["t"].to_numpy()
     defs = fs.for_task("incident_risk")
     need = _needed(fs, defs)
-    rider = engine.compute("rider", None, t, names=need["rider"], codes=trips["rider_code"].to_numpy())
-    merchant = engine.compute(
+    # dicts of arrays, not DataFrames: the frame below is the one copy of each column
+    rider = engine.columns("rider", None, t, names=need["rider"], codes=trips["rider_code"].to_numpy())
+    merchant = engine.columns(
         "merchant", None, t, names=need["merchant"], codes=trips["merchant_code"].to_numpy()
     )
-    parts: dict[str, pd.DataFrame] = {"rider": rider, "merchant": merchant}
+    parts: dict[str, Any] = {"rider": rider, "merchant": merchant}
+    if need["pair"]:
+        parts["pair"] = engine.columns(
+            "pair", None, t, names=need["pair"], codes=trips["pair_code"].to_numpy()
+        )
     for role in ROLES:
-        parts[role] = engine.compute(
+        parts[role] = engine.columns(
             "zone", trips[f"{role}_cell"].to_numpy(), t, city=trips["city"], names=need["zone"]
         )
     as_of = pd.DatetimeIndex(pd.to_datetime(t, utc=True)).as_unit("ns")
@@ -120,7 +127,13 @@ def _incident_risk(engine: FeatureEngine, fs: FeatureSet, label_min_severity: in
             "rain": trips["rain"].to_numpy(),
         }
     )
-    parts["trip"] = trip_request_features(requests, rider, merchant, fs)
+    usual = {name for d in fs.entity_features("trip") for name in d.spec.references}
+    parts["trip"] = trip_request_features(
+        requests,
+        pd.DataFrame({k: v for k, v in rider.items() if k in usual}, index=requests.index),
+        pd.DataFrame({k: v for k, v in merchant.items() if k in usual}, index=requests.index),
+        fs,
+    )
     inc = ev.incidents
     positive = inc.loc[inc["severity"].to_numpy() >= label_min_severity, "trip_id"].dropna().astype("str")
     label = trips["trip_id"].isin(positive.unique()).to_numpy().astype("int64")
@@ -184,7 +197,7 @@ def _merchant_credit(
     ids = merchants["merchant_id"].to_numpy()[m_idx]
     defs = fs.for_task("merchant_credit")
     need = _needed(fs, defs)
-    parts = {"merchant": engine.compute("merchant", None, as_of, names=need["merchant"], codes=m_idx)}
+    parts = {"merchant": engine.columns("merchant", None, as_of, names=need["merchant"], codes=m_idx)}
     keys = {
         "merchant_id": ids,
         "city": merchants["city"].to_numpy()[m_idx],
@@ -200,17 +213,23 @@ def _merchant_credit(
 # ---------------------------------------------------------------------------------------------- online
 
 
+def city_prior(d: FeatureDefinition) -> bool:
+    """Whether an unseen zone takes the city's value for this column (its rate is shrunk to the city's)."""
+    return d.agg == "eb_rate" or (d.agg == "rate" and d.variant is None and bool(d.spec.prior_trips))
+
+
 def cold_start_vector(fs: FeatureSet, entity: str, city_row: pd.Series | None = None) -> dict[str, Any]:
     """Values for an entity the store does not know: what the engine gives an entity with no history.
 
-    Counts, sums and nets are 0; empirical-Bayes zone rates are the city's rate (the prior); tenure,
-    attributes, means, ratios and time-since-last are missing (NaN, which LightGBM routes on its own).
+    Counts, distinct counts, sums and nets are 0; empirical-Bayes zone rates (and shrunk zone ``rate``s) are
+    the city's rate (the prior); tenure, attributes, means, maxima, deviations, raw rates, ratios and
+    time-since-last are missing (NaN, which LightGBM routes on its own).
     """
     out: dict[str, Any] = {}
     for d in fs.entity_features(entity):
-        if d.agg in ("count", "sum", "net"):
+        if d.agg in ("count", "sum", "net", "distinct"):
             out[d.name] = 0.0
-        elif d.agg == "eb_rate" and city_row is not None and d.name in city_row.index:
+        elif city_prior(d) and city_row is not None and d.name in city_row.index:
             out[d.name] = city_row[d.name]
         else:
             out[d.name] = None if d.kind == "categorical" else np.nan
@@ -261,12 +280,7 @@ def _vectors(
                 known, pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float), np.nan
             )
             default = cold[d.name]
-            if (
-                d.agg == "eb_rate"
-                and city_values is not None
-                and city_rows is not None
-                and d.name in city_rows
-            ):
+            if city_prior(d) and city_values is not None and city_rows is not None and d.name in city_rows:
                 default = city_values.map(city_rows[d.name]).to_numpy(dtype="float64", na_value=np.nan)
             values = np.where(known, values, default).astype("float64")
         out[d.name] = values
@@ -301,6 +315,9 @@ def assemble_trip_features(
         city = from_merchant.astype("object")
     req = req.assign(city=city.to_numpy())
     parts: dict[str, pd.DataFrame] = {"rider": rider, "merchant": merchant}
+    if fs.entity_features("pair"):  # an unknown pair is a first trip together: cold-start values are exact
+        pair_ids = [pair_id(r, m) for r, m in zip(req["rider_id"], req["merchant_id"], strict=True)]
+        parts["pair"], _ = _vectors(fs, store_or_vectors, "pair", pd.Series(pair_ids, dtype="object"))
     cold = ~(rider_known & merchant_known)
     if "zone" in fs.files:
         city_rows = _lookup(store_or_vectors, "city", city.dropna().unique())

@@ -20,10 +20,10 @@ import pandas as pd
 
 from safetyml import paths
 from safetyml.features import zones
-from safetyml.features.definitions import FeatureSet, load_feature_set
+from safetyml.features.definitions import FeatureSet, load_feature_set, pair_id
 
 STORE_FILE = "online_store.sqlite"
-ENTITIES = ("rider", "merchant", "zone", "city")
+ENTITIES = ("rider", "merchant", "pair", "zone", "city")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _BULK = 2_000  # above this many ids, read the whole table once instead of IN (...) queries
 
@@ -207,6 +207,17 @@ def entity_vectors(engine: Any, as_of: pd.Timestamp) -> dict[str, pd.DataFrame]:
         if entity == "merchant":
             frame["city"] = table["city"].astype("str").to_numpy()
         out[entity] = frame
+    if fs.entity_features("pair"):  # every pair seen in the data; an unseen pair is a first trip (cold start)
+        codes = np.arange(len(engine.index["pair"]))
+        keys = engine.index["pair"].to_numpy()
+        n_merchants = max(len(ev.merchants), 1)
+        riders = ev.riders["rider_id"].astype("str").to_numpy()[keys // n_merchants]
+        merchants = ev.merchants["merchant_id"].astype("str").to_numpy()[keys % n_merchants]
+        frame = engine.compute("pair", None, as_of, codes=codes)
+        frame.index = pd.Index(
+            [pair_id(r, m) for r, m in zip(riders, merchants, strict=True)], dtype="object", name="id"
+        )
+        out["pair"] = frame
     if "zone" in fs.files:
         seen = engine.index["zone"].to_numpy()
         disk = zones.neighbours(seen).ravel()

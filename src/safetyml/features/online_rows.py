@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
+from safetyml.features.definitions import pair_id
 from safetyml.features.frames import cold_start_vector
 from safetyml.features.request import trip_request_features_one
 from safetyml.features.zones import cell_of
@@ -52,6 +53,7 @@ class TripPlan:
     rider_relative: list[str]
     merchant_relative: list[str]
     zones: bool
+    pairs: bool = False
 
     @classmethod
     def build(cls, fs: FeatureSet) -> TripPlan:
@@ -63,10 +65,11 @@ class TripPlan:
         rider_names = {d.name for d in fs.entity_features("rider")}
         rider_rel, merchant_rel = [], []
         for d in fs.entity_features("trip"):
-            target = getattr(d.spec, "relative_to", None)
-            if target:
+            for target in d.spec.references:  # relative_to and refs (deviations from the usual)
                 (rider_rel if target in rider_names else merchant_rel).append(target)
-        return cls(id(fs), columns, rider_rel, merchant_rel, "zone" in fs.files)
+        return cls(
+            id(fs), columns, rider_rel, merchant_rel, "zone" in fs.files, bool(fs.entity_features("pair"))
+        )
 
 
 def assemble_trip_rows(
@@ -86,6 +89,9 @@ def assemble_trip_rows(
         rider = rider if rider is not None else cold_start_vector(fs, "rider")
         merchant = merchant if merchant is not None else cold_start_vector(fs, "merchant")
         parts = {"rider": rider, "merchant": merchant}
+        if plan.pairs:  # a pair the store does not know is a first trip together: cold-start values are exact
+            pair = store.get_one("pair", pair_id(request.rider_id, request.merchant_id))
+            parts["pair"] = pair if pair is not None else cold_start_vector(fs, "pair")
         if plan.zones:
             city_row = store.get_one("city", city) if city is not None else None
             for role in ("pickup", "dropoff"):

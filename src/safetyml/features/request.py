@@ -87,6 +87,24 @@ def night_flag(hour: np.ndarray) -> np.ndarray:
     return night
 
 
+def hour_angle(hour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A local hour as a point on the 24-hour clock (cos, sin): 23:00 and 01:00 are close, not 22 apart."""
+    angle = 2 * np.pi * np.asarray(hour, dtype="float64") / 24
+    return np.cos(angle), np.sin(angle)
+
+
+Z_LIMIT = 20.0  # |z| beyond this says the same thing ("far off"); two near-equal values give a tiny std
+
+
+def zscore(value: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """How many of the entity's own standard deviations the value is from its own mean, within ±Z_LIMIT
+    (NaN without a spread: fewer than two earlier values, or all equal)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = std > 1e-9 * np.maximum(np.abs(mean), 1.0)
+        z = np.where(ok, (value - mean) / np.where(ok, std, 1.0), np.nan)
+        return np.clip(z, -Z_LIMIT, Z_LIMIT)
+
+
 def _numeric(requests: pd.DataFrame, column: str) -> np.ndarray:
     if column not in requests.columns:
         return np.full(len(requests), np.nan)
@@ -127,6 +145,15 @@ def _numeric_features(
             base, value = usual(d.name, spec.relative_to), column(spec.column)
             with np.errstate(divide="ignore", invalid="ignore"):
                 out[d.name] = np.where(base > 0, value / base, np.nan)
+        elif spec.compute == "zscore":
+            mean, std = (usual(d.name, ref) for ref in spec.refs)
+            out[d.name] = zscore(column(spec.column), mean, std)
+        elif spec.compute == "hour_affinity":
+            # mean cosine between this hour and the hours of the entity's earlier trips, on the 24-hour
+            # clock: 1 = always at this hour, -1 = always 12 hours away (from the means of cos and sin)
+            cos_mean, sin_mean = (usual(d.name, ref) for ref in spec.refs)
+            cos_h, sin_h = hour_angle(hour)
+            out[d.name] = cos_h * cos_mean + sin_h * sin_mean
         elif d.kind != "categorical":
             out[d.name] = column(spec.column)
     return out
