@@ -120,6 +120,12 @@ class IndexConfig(BaseModel):
     name: str = "TRUST"
     period: Literal["month", "week"] = "month"
     experienced_days: int = Field(90, ge=1, description="tenure from which a rider counts as experienced")
+    min_group_units: int = Field(
+        5, ge=1, description="fewest units a market (or city) needs to be its own shrinkage group"
+    )
+    pool_periods: bool = Field(
+        True, description="estimate a group's between-unit spread over all periods (as a squared CV)"
+    )
     impute_cities: Literal["error", "group_rate"] = Field(
         "error", description="a city with no data for a required indicator: stop, or use its market's rate"
     )

@@ -320,9 +320,19 @@ class Panel:
         codes, uniques = pd.factorize(self.units["period"], sort=True)
         return codes, np.asarray(uniques)
 
-    def group_codes(self) -> np.ndarray:
-        """Shrinkage group of each unit: the market within a period (cities) or the city within a period."""
-        return pd.factorize(self.units["period"].astype(str) + "|" + self.units["group"].astype(str))[0]
+    def group_codes(self, min_units: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Shrinkage group of each unit, and its pool (the same group over all periods).
+
+        The group is the unit's market within the period (cities) or its city within the period
+        (zones). A group with fewer than ``min_units`` units cannot estimate its between-unit variance
+        (three cities say little), so its units join the period's pooled group ``*`` instead."""
+        group = self.units["group"].astype(str)
+        size = (self.units["period"].astype(str) + "|" + group).map(
+            (self.units["period"].astype(str) + "|" + group).value_counts()
+        )
+        group = group.where(size >= min_units, "*")
+        groups = pd.factorize(self.units["period"].astype(str) + "|" + group)[0]
+        return groups, pd.factorize(group)[0]
 
 
 def build_panel(inputs: Inputs, names: list[str], level: str, min_trips: int = 1) -> Panel:

@@ -43,11 +43,12 @@ def _fill_missing(values: np.ndarray, periods: np.ndarray) -> np.ndarray:
 
 def estimate(num: np.ndarray, den: np.ndarray, panel: Panel, config: IndexConfig) -> np.ndarray:
     """Rates for counts shaped (..., U, I): shrunk where the indicator says so, else raw; scaled."""
-    groups = panel.group_codes()
-    shrunk = shrink.shrink(num, den, groups)
+    groups, pools = panel.group_codes(config.min_group_units)
+    pools = pools if config.pool_periods else None
+    shrunk = shrink.shrink(num, den, groups, pools)
     with np.errstate(invalid="ignore", divide="ignore"):
         raw = np.where(den > 0, np.nan_to_num(num) / np.where(den > 0, den, 1.0), np.nan)
-    m, _ = shrink.prior(num, den, groups)
+    m, _ = shrink.prior(num, den, groups, pools)
     plain = np.where(np.isnan(raw), m, raw)
     rates = np.where(_shrink_flags(config, panel), shrunk, plain) * panel.scale
     return _fill_missing(rates, panel.period_codes()[0])
@@ -66,7 +67,7 @@ def nominal(panel: Panel, config: IndexConfig, config_file: str = "") -> Values:
             f"indicator, set `required: false`, or set `impute_cities: group_rate` to use its market's rate."
         )
     values = estimate(panel.num, panel.den, panel, config)
-    how = "market rate" if panel.level == "city" else "city rate"
+    how = "shrinkage group rate (market, or all cities if too few)" if panel.level == "city" else "city rate"
     report = pd.DataFrame(
         {
             "level": panel.level,
@@ -88,8 +89,9 @@ def draws(panel: Panel, config: IndexConfig, mode: str, n: int, rng: np.random.G
         redrawn = rng.poisson(np.broadcast_to(counts, (n, *counts.shape))).astype("float64")
         redrawn = np.where(panel.resample, redrawn, counts)
         return estimate(np.where(panel.den > 0, redrawn, np.nan), panel.den, panel, config)
-    groups = panel.group_codes()
-    rates = shrink.posterior_draws(panel.num, panel.den, groups, n, rng) * panel.scale
+    groups, pools = panel.group_codes(config.min_group_units)
+    pools = pools if config.pool_periods else None
+    rates = shrink.posterior_draws(panel.num, panel.den, groups, n, rng, pools) * panel.scale
     # indicators that are not shrunk (shares) or not counts: Poisson around the observed count instead
     plain = ~(_shrink_flags(config, panel) & panel.resample)
     if plain.any():

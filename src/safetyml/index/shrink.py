@@ -22,11 +22,16 @@ def _group_sum(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndar
     return onehot @ values
 
 
-def prior(num: np.ndarray, den: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def prior(
+    num: np.ndarray, den: np.ndarray, groups: np.ndarray, pools: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per unit, its group's rate m and between-unit variance A (arrays shaped like ``num``).
 
     ``num`` and ``den`` are (..., U, I) counts; NaN/0 denominators (no data) are left out of the group's
     figures, and such units get m (their group's rate): the imputation, reported by the caller.
+    With ``pools`` (e.g. the same city in every period), the between-unit spread is estimated once per
+    pool as a squared coefficient of variation κ = (Σ n(r − m)² − Σ m) / Σ n m², and A = κ m² in each
+    group: months of a quiet city share their evidence instead of each finding A = 0 (a point prior).
     """
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     seen = den > 0
@@ -38,14 +43,22 @@ def prior(num: np.ndarray, den: np.ndarray, groups: np.ndarray) -> tuple[np.ndar
         m = sum_y / sum_n
         rate = np.where(seen, y / np.where(seen, n, 1.0), 0.0)
         m_unit = m[..., groups, :]
+        if pools is not None:
+            n_pools = int(pools.max()) + 1
+            m_seen = np.where(seen, np.nan_to_num(m_unit), 0.0)
+            excess = _group_sum(n * (rate - m_seen) ** 2 - m_seen, pools, n_pools)
+            kappa = np.maximum(excess / _group_sum(n * m_seen**2, pools, n_pools), 0.0)
+            return m_unit, np.nan_to_num(kappa[..., pools, :] * m_unit**2)
         s2 = _group_sum(n * (rate - m_unit) ** 2, groups, n_groups) / sum_n
         a = np.maximum(s2 - m / (sum_n / count), 0.0)
     return m_unit, np.nan_to_num(a)[..., groups, :]
 
 
-def shrink(num: np.ndarray, den: np.ndarray, groups: np.ndarray) -> np.ndarray:
+def shrink(
+    num: np.ndarray, den: np.ndarray, groups: np.ndarray, pools: np.ndarray | None = None
+) -> np.ndarray:
     """The shrunk rate of every unit (per unit of ``den``): its posterior mean under the group's prior."""
-    m, a = prior(num, den, groups)
+    m, a = prior(num, den, groups, pools)
     seen = den > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         weight = np.where(seen, a / (a + m / np.where(seen, den, 1.0)), 0.0)
@@ -54,14 +67,19 @@ def shrink(num: np.ndarray, den: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 
 def posterior_draws(
-    num: np.ndarray, den: np.ndarray, groups: np.ndarray, draws: int, rng: np.random.Generator
+    num: np.ndarray,
+    den: np.ndarray,
+    groups: np.ndarray,
+    draws: int,
+    rng: np.random.Generator,
+    pools: np.ndarray | None = None,
 ) -> np.ndarray:
     """``draws`` rates per unit from the Gamma-Poisson posterior: (draws, U, I).
 
     Where the group shows no between-unit variance (A = 0) the prior is a point mass and every draw is m;
     a unit with no data gets its group's prior spread.
     """
-    m, a = prior(num, den, groups)
+    m, a = prior(num, den, groups, pools)
     seen = den > 0
     y = np.where(seen, np.nan_to_num(num), 0.0)
     n = np.where(seen, den, 0.0)
