@@ -3,6 +3,8 @@
 Usage:
   python benchmarks/bench_simulate.py [small medium large ...] [--repeat N]   (default: small medium, 1 run)
   python benchmarks/bench_simulate.py --rates medium --seed 7   (incident rate overall and per episode kind)
+  python benchmarks/bench_simulate.py --rates medium --seed 7 --drift city_incident_rate:sao_paulo:+30%:60
+      (also: the drifted trips' incidents against the same seed without drift)
 
 With ``--repeat`` each preset runs N times (fresh interpreter each) and the median seconds and peak are shown.
 """
@@ -63,15 +65,15 @@ def timings(presets: list[str], repeat: int) -> None:
         )
 
 
-def rates(preset: str, seed: int) -> None:
+def rates(preset: str, seed: int, drift: list[str]) -> None:
     """Incident rate and mean oracle probability overall and in each kind of spell, front and wave."""
     import numpy as np
     import pandas as pd
 
     from safetyml.simulate import simulate_tables
-    from safetyml.simulate.dynamics import MERCHANT_FRONT, RIDER_SPELL, episode_rates
+    from safetyml.simulate.dynamics import DRIFT, MERCHANT_FRONT, RIDER_SPELL, episode_rates
 
-    tables, truth = simulate_tables(preset, seed=seed)
+    tables, truth = simulate_tables(preset, seed=seed, drift=drift)
     trips, tp = tables["trips"], truth["trip_probability"]
     print(f"{preset} preset, seed {seed}: {len(trips):,} trips, {len(tables['incidents']):,} incidents")
     out = episode_rates(trips, tables["incidents"], tp)
@@ -106,6 +108,20 @@ def rates(preset: str, seed: int) -> None:
             },
         )
     )
+    if drift:
+        base, base_truth = simulate_tables(preset, seed=seed)
+        on = (tp["episode"].to_numpy() & DRIFT) > 0
+        hit0 = base["trips"]["trip_id"].isin(set(base["incidents"]["trip_id"].dropna())).to_numpy()
+        p0 = base_truth["trip_probability"]["p_incident"].to_numpy()
+        n0, n1 = hit0[on].sum(), hit[on].sum()
+        print(
+            f"drift {' '.join(drift)}: {on.sum():,} trips; incidents {n1:,} vs {n0:,} without drift "
+            f"(x{n1 / n0:.3f}, Poisson sd of the extra ~{np.sqrt(max(n1 - n0, 1)) / n0:.3f}); "
+            f"mean p x{p[on].mean() / p0[on].mean():.3f}"
+        )
+        for col in ("order_value", "distance_km"):
+            ratio = trips.loc[on, col].median() / base["trips"].loc[on, col].median()
+            print(f"  median {col} on those trips x{ratio:.3f}")
 
 
 def main() -> None:
@@ -116,9 +132,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--rates", metavar="PRESET", help="print incident rates per episode kind instead")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--drift", action="append", default=[], help="a --drift spec, with --rates (repeatable)"
+    )
     args = parser.parse_args()
     if args.rates:
-        rates(args.rates, args.seed)
+        rates(args.rates, args.seed, args.drift)
     else:
         timings(args.presets, args.repeat)
 
