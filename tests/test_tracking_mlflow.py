@@ -53,6 +53,60 @@ def test_champion_loads_as_risk_model_and_as_plain_pyfunc(trained_env, task):
     assert np.allclose(np.asarray(pyfunc.predict(plain)), expected, rtol=0, atol=1e-12)
 
 
+def _features_build_frame(data_dir: Path, task: str, out: Path):
+    """The frame exactly as ``safetyml features build`` writes it, read back from its Parquet file."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from safetyml.cli import app
+
+    result = CliRunner().invoke(app, ["features", "build", task, "--data", str(data_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return pd.read_parquet(out)
+
+
+@pytest.mark.parametrize("task", ["incident_risk", "merchant_credit"])
+def test_plain_pyfunc_scores_a_features_build_frame(trained_env, task, tmp_path):
+    """mlflow.pyfunc on the Parquet of `safetyml features build` (categoricals as pandas Categorical)."""
+    import mlflow
+    import pandas as pd
+
+    from safetyml import tracking
+
+    model, ref = tracking.load_model(task, "champion")
+    frame = _features_build_frame(trained_env.data_dir, task, tmp_path / "frame.parquet").head(2000)
+    assert model.categories and all(
+        isinstance(frame[name].dtype, pd.CategoricalDtype) for name in model.categories
+    )  # the case that failed: "Can not safely convert category to <U0"
+    got = np.asarray(mlflow.pyfunc.load_model(ref.uri()).predict(frame))
+    assert np.allclose(got, model.predict_proba(frame), rtol=0, atol=1e-12)
+
+
+def test_plain_pyfunc_names_the_column_of_a_wrong_dtype(trained_env):
+    import mlflow
+
+    from safetyml import tracking
+
+    model, ref = tracking.load_model("incident_risk", "champion")
+    pyfunc = mlflow.pyfunc.load_model(ref.uri())
+    frame = trained_env.results["incident_risk"].test_frame.head(50)
+    categorical = next(iter(model.categories))
+    numeric = next(f for f in model.features if f not in model.categories)
+    bad_category = frame.copy()
+    bad_category[categorical] = np.arange(len(frame))  # numbers where text levels are expected
+    with pytest.raises(Exception, match=rf"column '{categorical}' is categorical: expected text"):
+        pyfunc.predict(bad_category)
+    bad_number = frame.copy()
+    bad_number[numeric] = "high"  # text where a number is expected
+    with pytest.raises(Exception, match=rf"(?i)column '?{numeric}'?"):
+        pyfunc.predict(bad_number)
+    from mlflow.types.schema import AnyType, DataType
+
+    schema = {c.name: c.type for c in pyfunc.metadata.get_input_schema().inputs}
+    assert list(schema) == model.features
+    assert schema[numeric] == DataType.double and isinstance(schema[categorical], AnyType)
+
+
 def test_model_artifacts_hold_no_pickle(trained_env):
     from safetyml import tracking
 
