@@ -26,6 +26,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (Linux ru_maxrss is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def scorer_for(model_dir: Path | None, task: str):
     from safetyml.features.definitions import load_feature_set
     from safetyml.model import RiskModel
@@ -50,7 +57,7 @@ def scorer_for(model_dir: Path | None, task: str):
 def child(args: argparse.Namespace) -> None:
     import resource
 
-    from safetyml.batch.score_file import peak_rss_mb, score_file
+    from safetyml.batch.score_file import score_file
 
     scorer = scorer_for(args.model_dir, args.task)
     baseline = peak_rss_mb()

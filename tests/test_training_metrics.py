@@ -80,3 +80,13 @@ def test_classification_metrics_and_oracle_share(scored):
     assert oracle_share(0.7, 0.9) == pytest.approx(0.5)
     assert oracle_share(0.9, 0.9) == pytest.approx(1.0)
     assert np.isnan(oracle_share(0.7, 0.5))
+
+
+def test_equal_count_bins_match_numpy_array_split_and_keep_ties_in_order() -> None:
+    from safetyml.training.metrics import equal_count_bins
+
+    s = np.array([0.3, 0.1, 0.3, 0.9, 0.5, 0.1, 0.7])
+    bins = equal_count_bins(s, 3)
+    assert [b.tolist() for b in bins] == [[1, 5, 0], [2, 4], [6, 3]]
+    assert [b.tolist() for b in equal_count_bins(s, 3, descending=True)] == [[3, 6, 4], [0, 2], [1, 5]]
+    assert len(equal_count_bins(s[:2], 5)) == 2 and len(equal_count_bins(s[:2], 5, keep_empty=True)) == 5

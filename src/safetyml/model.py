@@ -27,6 +27,22 @@ class FeatureMismatchError(SafetymlError, ValueError):
     """Scoring input lacks columns the model was trained on."""
 
 
+def level_codes(column: pd.Series, levels: list[str]) -> np.ndarray:
+    """The one categorical encoder: codes of ``pd.Categorical(column.astype("object"), categories=levels)``
+    as floats (missing or unknown level: NaN), i.e. what :meth:`RiskModel.prepare` hands LightGBM."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        # Recode the column's own categories once instead of every value.
+        position = pd.Index(levels, dtype="object").get_indexer(
+            pd.Index(column.cat.categories.astype("object"), dtype="object")
+        )
+        mapping = np.append(position, -1).astype("float64")  # code -1 (missing) stays missing
+        codes = mapping[column.cat.codes.to_numpy()]
+    else:
+        codes = pd.Categorical(column.astype("object"), categories=levels).codes.astype("float64")
+    codes[codes < 0] = np.nan
+    return codes
+
+
 @dataclass
 class RiskModel:
     """A LightGBM binary classifier with calibration.

@@ -5,8 +5,9 @@ Names load their module on first use: ``score_zones`` and ``ZoneConfig`` (zone m
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from safetyml._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from safetyml.batch.score_file import score_file
@@ -16,8 +17,4 @@ if TYPE_CHECKING:
 _NAMES = {"ZoneConfig": "zone_config", "score_zones": "zones", "score_file": "score_file"}
 __all__ = ["ZoneConfig", "score_file", "score_zones"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        return getattr(import_module(f"safetyml.batch.{_NAMES[name]}"), name)
-    raise AttributeError(f"module 'safetyml.batch' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _NAMES)

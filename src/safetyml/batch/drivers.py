@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from safetyml.batch.zone_config import ZoneConfig
+
+if TYPE_CHECKING:
+    from safetyml.features.definitions import FeatureSet
+    from safetyml.model import RiskModel
 
 
 @dataclass
@@ -24,7 +28,12 @@ class DriverInputs:
 
 
 def zone_drivers(
-    zones: pd.DataFrame, members: pd.DataFrame, model: Any, frame: pd.DataFrame, fs: Any, config: ZoneConfig
+    zones: pd.DataFrame,
+    members: pd.DataFrame,
+    model: RiskModel,
+    frame: pd.DataFrame,
+    fs: FeatureSet,
+    config: ZoneConfig,
 ) -> pd.Series:
     """Drivers of flagged (and ``driver_tiers``) zones from the SHAP of a seeded sample of window trips.
 
@@ -143,7 +152,7 @@ def _typical(values: pd.Series) -> Any:
     return None if mode.empty else str(mode.iloc[0])
 
 
-def driver_inputs(model: Any, frame: pd.DataFrame, fs: Any) -> DriverInputs:
+def driver_inputs(model: RiskModel, frame: pd.DataFrame, fs: FeatureSet) -> DriverInputs:
     """SHAP of every window trip (LightGBM's exact TreeSHAP) and the model's feature groups."""
     from safetyml.explain.reasons import reason_plan
     from safetyml.explain.shap_values import explain_logodds

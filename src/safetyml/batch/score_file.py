@@ -22,13 +22,16 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from safetyml._optional import ensure
+
+if TYPE_CHECKING:
+    from safetyml.scoring.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ def scorer_inputs(schema: pa.Schema, features: list[str]) -> list[str]:
 
 
 def score_chunk(
-    scorer: Any, task: str, chunk: pa.Table | pa.RecordBatch, schema: pa.Schema, explain: bool, k: int
+    scorer: Scorer, task: str, chunk: pa.Table | pa.RecordBatch, schema: pa.Schema, explain: bool, k: int
 ) -> pa.Table:
     """Score one chunk of input rows (Arrow) into an Arrow table of ``schema``.
 
@@ -129,7 +132,7 @@ def score_chunk(
 # ------------------------------------------------------------------------------------------ scorer payload
 
 
-def scorer_payload(scorer: Any, task: str) -> dict[str, Any]:
+def scorer_payload(scorer: Scorer, task: str) -> dict[str, Any]:
     """What a worker needs to rebuild the scorer for ``task``: model text + sidecar, policies, feature set."""
     model = scorer.bundle.models[task]
     text = model.booster.model_to_string(num_iteration=-1)
@@ -217,7 +220,7 @@ def _progress(total: int, enabled: bool, description: str):
 
 
 def _pandas_engine(
-    scorer: Any,
+    scorer: Scorer,
     task: str,
     source: pq.ParquetFile,
     schema: pa.Schema,
@@ -253,7 +256,7 @@ def iter_chunks(source: pq.ParquetFile, batch_size: int) -> Iterator[pa.Table]:
 
 
 def _dask_engine(
-    scorer: Any,
+    scorer: Scorer,
     task: str,
     path: Path,
     schema: pa.Schema,
@@ -315,7 +318,7 @@ def score_file(
     task: str,
     input: Path,
     out: Path,
-    scorer: Any = None,
+    scorer: Scorer | None = None,
     explain: bool = False,
     k: int = 3,
     engine: str = "pandas",
@@ -390,10 +393,3 @@ def read_scores(path: Path) -> pd.DataFrame:
     if "reasons" in df.columns:
         df["reasons"] = [json.loads(v) if isinstance(v, str) else v for v in df["reasons"]]
     return df
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB (Linux ru_maxrss is in KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

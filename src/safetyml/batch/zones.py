@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,11 @@ from safetyml.features.definitions import window_ns
 from safetyml.features.request import local_hour_weekday
 from safetyml.tasks import INCIDENT_RISK
 from safetyml.values import utc_timestamp
+
+if TYPE_CHECKING:
+    from safetyml.features.definitions import FeatureSet
+    from safetyml.model import RiskModel
+    from safetyml.tables import Tables
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +300,8 @@ def parse_window(window: str) -> pd.Timedelta:
 
 
 def window_frame(
-    tables: Any,
-    fs: Any,
+    tables: Tables,
+    fs: FeatureSet,
     as_of: pd.Timestamp,
     start: pd.Timestamp,
     city: str | None,
@@ -359,10 +364,10 @@ def evidence_trips(
 
 def zone_table(
     frame: pd.DataFrame,
-    model: Any,
+    model: RiskModel,
     evidence: pd.DataFrame,
     as_of: pd.Timestamp,
-    fs: Any = None,
+    fs: FeatureSet | None = None,
     config: ZoneConfig | None = None,
     incidents: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
@@ -418,7 +423,7 @@ def score_zones(
     out: Path | None = None,
     city: str | None = None,
     config: ZoneConfig | None = None,
-    model: Any = None,
+    model: RiskModel | None = None,
     log_mlflow: bool = True,
     features: Path | None = None,
 ) -> ZoneResult:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,9 @@ from safetyml.explain.probability import probability_scale
 from safetyml.explain.shap_values import _SMALL, explain_logodds, small_rows
 from safetyml.model import RiskModel
 from safetyml.values import jsonable
+
+if TYPE_CHECKING:
+    from safetyml.features.definitions import FeatureSet
 
 Direction = Literal["up", "down"]
 
@@ -73,7 +76,7 @@ class _Plan:
     describe: list[Callable[[Any], str]]  # per feature
 
 
-def _definition(fs: Any, name: str) -> Any:
+def _definition(fs: FeatureSet, name: str) -> Any:
     if fs is None:
         return None
     try:
@@ -100,7 +103,7 @@ def _describer(name: str, definition: Any) -> Callable[[Any], str]:
     return describe
 
 
-def _build_plan(model: RiskModel, fs: Any) -> _Plan:
+def _build_plan(model: RiskModel, fs: FeatureSet) -> _Plan:
     groups: list[str] = []
     index: dict[str, int] = {}
     group_of = np.empty(len(model.features), dtype=np.int64)
@@ -123,7 +126,7 @@ def _build_plan(model: RiskModel, fs: Any) -> _Plan:
 _PLANS: dict[int, tuple[Any, int, _Plan]] = {}
 
 
-def reason_plan(model: RiskModel, fs: Any) -> _Plan:
+def reason_plan(model: RiskModel, fs: FeatureSet) -> _Plan:
     """The cached grouping plan for this model and feature set."""
     entry = _PLANS.get(id(model))
     if (
@@ -198,7 +201,7 @@ def _value_getter(model: RiskModel, X: Any) -> Callable[[int, int], Any]:
 
 
 def _compute(
-    model: RiskModel, X: Any, fs: Any, k: int, include_negative: bool, contributions: np.ndarray | None
+    model: RiskModel, X: Any, fs: FeatureSet, k: int, include_negative: bool, contributions: np.ndarray | None
 ) -> tuple[_Plan, list[_Chosen]]:
     plan = reason_plan(model, fs)
     contrib = explain_logodds(model, X) if contributions is None else np.atleast_2d(contributions)
@@ -219,7 +222,7 @@ def _compute(
 def reason_codes(
     model: RiskModel,
     X: pd.DataFrame | Mapping[str, Any],
-    fs: Any,
+    fs: FeatureSet,
     k: int = 3,
     include_negative: bool = False,
     contributions: np.ndarray | None = None,
@@ -258,7 +261,7 @@ def reason_codes(
 def reason_table(
     model: RiskModel,
     X: pd.DataFrame,
-    fs: Any,
+    fs: FeatureSet,
     k: int = 3,
     include_negative: bool = False,
     contributions: np.ndarray | None = None,

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,12 @@ from safetyml.explain.reasons import reason_codes, reason_plan
 from safetyml.explain.shap_values import explain_logodds
 from safetyml.model import RiskModel
 from safetyml.tasks import INCIDENT_RISK, MERCHANT_CREDIT
+from safetyml.training.metrics import equal_count_bins
 from safetyml.values import is_missing
+
+if TYPE_CHECKING:
+    from safetyml.features.definitions import FeatureSet
+    from safetyml.tables import Tables
 
 COHORTS = ("city", "vehicle_type", "merchant_category", "score_band")
 ID_COLUMNS = {INCIDENT_RISK: "trip_id", MERCHANT_CREDIT: "merchant_id"}
@@ -66,7 +71,9 @@ class ReportResult:
 # ---------------------------------------------------------------------------------------------- data
 
 
-def cohort_values(frame: pd.DataFrame, by: str, probability: np.ndarray, tables: Any = None) -> np.ndarray:
+def cohort_values(
+    frame: pd.DataFrame, by: str, probability: np.ndarray, tables: Tables | None = None
+) -> np.ndarray:
     """Cohort label of each row: a column of the frame, or looked up in the rider/merchant tables."""
     if by == "score_band":
         return score_bands(probability)
@@ -183,17 +190,15 @@ def _cohort_chart(result: CohortImportance, groups: list[str]) -> str:
 
 def _reliability(probability: np.ndarray, labels: np.ndarray, bins: int = 10) -> list[dict[str, Any]]:
     """Mean predicted vs observed rate per decile of the score."""
-    order = np.argsort(probability, kind="stable")
     out = []
-    for chunk in np.array_split(order, bins):
-        if len(chunk):
-            out.append(
-                {
-                    "rows": len(chunk),
-                    "predicted": float(probability[chunk].mean()),
-                    "observed": float(labels[chunk].mean()),
-                }
-            )
+    for chunk in equal_count_bins(probability, bins):
+        out.append(
+            {
+                "rows": len(chunk),
+                "predicted": float(probability[chunk].mean()),
+                "observed": float(labels[chunk].mean()),
+            }
+        )
     return out
 
 
@@ -219,10 +224,10 @@ def _credit(p: np.ndarray, model: RiskModel) -> tuple[np.ndarray, np.ndarray] | 
 def build_context(
     model: RiskModel,
     frame: pd.DataFrame,
-    fs: Any,
+    fs: FeatureSet,
     *,
     cohort: str = "city",
-    tables: Any = None,
+    tables: Tables | None = None,
     sample: int | None = 20_000,
     seed: int = 0,
     period: str = "test",
@@ -421,7 +426,7 @@ def render(context: dict[str, Any]) -> str:
 def write_model_report(
     model: RiskModel,
     frame: pd.DataFrame,
-    fs: Any,
+    fs: FeatureSet,
     out: Path,
     **options: Any,
 ) -> ReportResult:
@@ -451,7 +456,7 @@ def write_report(
     period: str = "test",
     log: bool = True,
     alias: str = "champion",
-    tables: Any = None,
+    tables: Tables | None = None,
     frame: pd.DataFrame | None = None,
     progress: Any = None,
 ) -> ReportResult:

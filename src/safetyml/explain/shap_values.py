@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from safetyml.model import FeatureMismatchError, RiskModel
+from safetyml.model import FeatureMismatchError, RiskModel, level_codes
+from safetyml.values import as_float
 
 # Up to this many rows, predict on one thread.
 SINGLE_THREAD_ROWS = 64
@@ -39,15 +40,6 @@ def _category_lookup(model: RiskModel) -> dict[str, dict[Any, float]]:
     }
     model.__dict__["_explain_category_lookup"] = (id(model.categories), lookup)
     return lookup
-
-
-def _as_float(value: Any) -> float:
-    if value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _check_columns(model: RiskModel, columns: Any) -> None:
@@ -89,10 +81,7 @@ def to_matrix(model: RiskModel, X: pd.DataFrame | Mapping[str, Any]) -> np.ndarr
             for j, name in enumerate(model.features):
                 col = X[name]
                 if name in lookup:
-                    levels = model.categories[name]
-                    codes = pd.Categorical(col.astype("object"), categories=levels).codes.astype("float64")
-                    codes[codes < 0] = np.nan
-                    out[:, j] = codes
+                    out[:, j] = level_codes(col, model.categories[name])
                 elif pd.api.types.is_float_dtype(col.dtype) and not isinstance(
                     col.dtype, pd.CategoricalDtype
                 ):
@@ -106,7 +95,7 @@ def to_matrix(model: RiskModel, X: pd.DataFrame | Mapping[str, Any]) -> np.ndarr
         for j, (name, value) in enumerate(zip(model.features, row, strict=True)):
             levels = lookup.get(name)
             if levels is None:
-                out[i, j] = _as_float(value)
+                out[i, j] = as_float(value)
             else:
                 code = None if value is None else levels.get(value if isinstance(value, str) else str(value))
                 out[i, j] = math.nan if code is None else code

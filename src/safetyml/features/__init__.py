@@ -7,8 +7,9 @@ part does not load the others.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from safetyml._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from safetyml.features.definitions import FeatureSet, load_feature_set
@@ -24,8 +25,4 @@ _NAMES = {
 }
 __all__ = ["FeatureSet", "OnlineStore", "build_frame", "load_feature_set", "materialize"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        return getattr(import_module(f"safetyml.features.{_NAMES[name]}"), name)
-    raise AttributeError(f"module 'safetyml.features' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _NAMES)

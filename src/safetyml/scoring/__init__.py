@@ -9,8 +9,9 @@ Names are imported lazily so ``import safetyml.scoring.policies`` stays light.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from safetyml._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from safetyml.scoring.audit import AuditLog
@@ -28,8 +29,4 @@ _NAMES = {
 }
 __all__ = ["AsOfError", "AuditLog", "NotReadyError", "PolicySet", "ReloadError", "Scorer", "load_policies"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        return getattr(import_module(f"safetyml.scoring.{_NAMES[name]}"), name)
-    raise AttributeError(f"module 'safetyml.scoring' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _NAMES)

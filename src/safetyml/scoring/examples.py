@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -11,8 +11,11 @@ import pandas as pd
 from safetyml.scoring.scorer import store_as_of, utc_now
 from safetyml.values import optional_text
 
+if TYPE_CHECKING:
+    from safetyml.features.online import OnlineStore
 
-def store_ids(store: Any, entity: str, n: int = 1, seed: int = 0) -> list[str]:
+
+def store_ids(store: OnlineStore, entity: str, n: int = 1, seed: int = 0) -> list[str]:
     """Up to ``n`` ids of an entity in the online store (a seeded sample), for examples and benchmarks."""
     import sqlite3
 
@@ -29,7 +32,7 @@ def store_ids(store: Any, entity: str, n: int = 1, seed: int = 0) -> list[str]:
     return [ids[i] for i in sorted(picks)]
 
 
-def example_trip_requests(store: Any, n: int = 1, seed: int = 0) -> list[dict[str, Any]]:
+def example_trip_requests(store: OnlineStore, n: int = 1, seed: int = 0) -> list[dict[str, Any]]:
     """Realistic trip requests for real riders and merchants of the store, near the merchant's city."""
     from safetyml import cities
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from safetyml.model import RiskModel
+from safetyml.model import RiskModel, level_codes
 from safetyml.scoring.policies import market_of_city
 
 
@@ -55,12 +55,6 @@ def predict_matrix(model: RiskModel, matrix: np.ndarray | pd.DataFrame, num_thre
     return model.calibrator.transform(sigmoid(raw))
 
 
-def markets_of(X: pd.DataFrame) -> list[str | None]:
-    """Each row's market: its ``market`` column, else its city's, else None (the default policy)."""
-    codes, labels = market_codes(X, None)
-    return [labels[c] for c in codes.tolist()]
-
-
 def market_codes(X: pd.DataFrame, markets: list[str | None] | None) -> tuple[np.ndarray, list[str | None]]:
     """Rows as codes into a list of distinct markets (None: no market), looked up once per distinct city.
 
@@ -106,7 +100,7 @@ def predict_frame(model: RiskModel, X: pd.DataFrame) -> np.ndarray:
     for name in model.features:
         column = X[name]
         if name in model.categories:
-            columns.append(_level_codes(column, model.categories[name]))
+            columns.append(level_codes(column, model.categories[name]))
         elif pd.api.types.is_float_dtype(column.dtype):
             columns.append(column.to_numpy(dtype="float64", na_value=np.nan))
         else:
@@ -120,21 +114,6 @@ def predict_frame(model: RiskModel, X: pd.DataFrame) -> np.ndarray:
 
 
 _FILL_ROWS = 4096
-
-
-def _level_codes(column: pd.Series, levels: list[str]) -> np.ndarray:
-    """Codes of ``pd.Categorical(column.astype("object"), categories=levels)`` as floats (missing: NaN)."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        # Recode the column's own categories once instead of every value.
-        position = pd.Index(levels, dtype="object").get_indexer(
-            pd.Index(column.cat.categories.astype("object"), dtype="object")
-        )
-        mapping = np.append(position, -1).astype("float64")  # code -1 (missing) stays missing
-        codes = mapping[column.cat.codes.to_numpy()]
-    else:
-        codes = pd.Categorical(column.astype("object"), categories=levels).codes.astype("float64")
-    codes[codes < 0] = np.nan
-    return codes
 
 
 def _cores() -> int:

@@ -18,9 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetyml.scoring.scorer import NotReadyError, ReloadError, Scorer
+
+if TYPE_CHECKING:
+    from safetyml.scoring.audit import AuditLog
 
 log = logging.getLogger("safetyml.serving")
 
@@ -40,7 +43,7 @@ class ScorerHost:
         retry_seconds: float = RETRY_SECONDS,
         follow_every: float = FOLLOW_EVERY,
         worker_id: int | None = None,
-        audit: Any = None,
+        audit: AuditLog | None = None,
     ):
         self._load = load
         self.audit = audit

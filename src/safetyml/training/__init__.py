@@ -8,8 +8,9 @@ Names are imported lazily, so ``import safetyml.training`` loads neither LightGB
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from safetyml._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from safetyml.training.config import TrainingConfig, load_training_config
@@ -25,8 +26,4 @@ _NAMES = {
 }
 __all__ = ["TrainingConfig", "TrainingResult", "load_training_config", "promote", "train"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        return getattr(import_module(f"safetyml.training.{_NAMES[name]}"), name)
-    raise AttributeError(f"module 'safetyml.training' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _NAMES)

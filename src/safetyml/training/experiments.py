@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safetyml.errors import validation_message
 from safetyml.training.config import TrainingConfigError, load_training_config
+
+if TYPE_CHECKING:
+    from safetyml.tables import Tables
 
 EXPERIMENT_PREFIX = "safetyml-experiment-"
 
@@ -60,7 +63,7 @@ def run_experiment(
     seed: int = 0,
     progress: bool = True,
     budget_overrides: dict[str, Any] | None = None,
-    tables: Any = None,
+    tables: Tables | None = None,
 ) -> ExperimentResult:
     """Train the experiment (not registered) and score the task's champion, if any, on the same test rows.
 

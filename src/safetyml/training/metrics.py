@@ -28,14 +28,25 @@ def _arrays(y_true: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
+def equal_count_bins(
+    scores: np.ndarray, n_bins: int, descending: bool = False, keep_empty: bool = False
+) -> list[np.ndarray]:
+    """Row positions in ``n_bins`` groups of (nearly) equal size by score, lowest first (``descending``:
+    highest first); a stable sort keeps tied rows in input order. Empty groups (fewer rows than bins) are
+    dropped unless ``keep_empty``. Used by the ECE, the lift table, the calibration plot and the report."""
+    s = np.asarray(scores, dtype="float64")
+    order = np.argsort(-s if descending else s, kind="stable")
+    bins = np.array_split(order, n_bins)
+    return bins if keep_empty else [b for b in bins if len(b)]
+
+
 def expected_calibration_error(y_true: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
     """ECE over equal-frequency bins of the predicted probability (see module docstring)."""
     y, s = _arrays(y_true, p)
     if len(y) == 0:
         return float("nan")
-    order = np.argsort(s, kind="stable")
-    bins = np.array_split(order, min(n_bins, len(y)))
-    return float(sum(len(b) / len(y) * abs(s[b].mean() - y[b].mean()) for b in bins if len(b)))
+    bins = equal_count_bins(s, n_bins)
+    return float(sum(len(b) / len(y) * abs(s[b].mean() - y[b].mean()) for b in bins))
 
 
 def ks_statistic(y_true: np.ndarray, p: np.ndarray) -> float:
@@ -58,11 +69,10 @@ def top_k(y_true: np.ndarray, p: np.ndarray, share: float) -> tuple[float, float
 def lift_by_decile(y_true: np.ndarray, p: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
     """Decile 1 = the highest scores. Columns: rows, positives, rate, lift (rate / base rate), cum_recall."""
     y, s = _arrays(y_true, p)
-    order = np.argsort(-s, kind="stable")
     rows = []
     overall = y.mean() if len(y) else float("nan")
     cum = 0.0
-    for i, idx in enumerate(np.array_split(order, n_bins), start=1):
+    for i, idx in enumerate(equal_count_bins(s, n_bins, descending=True, keep_empty=True), start=1):
         positives = float(y[idx].sum())
         cum += positives
         rate = positives / len(idx) if len(idx) else float("nan")

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,9 @@ from safetyml.training.monotone import constraints_for
 from safetyml.training.split import TimeSplit, time_split
 from safetyml.training.truth import evaluate_against_truth
 from safetyml.training.tuning import FitData, TuningResult, apply_class_weight, base_params, fit_booster, tune
+
+if TYPE_CHECKING:
+    from safetyml.tables import Tables
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +255,7 @@ def train(
     experiment: str | None = None,
     register: bool = True,
     progress: bool = True,
-    tables: Any = None,
+    tables: Tables | None = None,
 ) -> TrainingResult:
     """Train, evaluate, log to MLflow and (``register=True``) register a new challenger version.
 

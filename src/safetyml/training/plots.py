@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from safetyml.training.metrics import lift_by_decile
+from safetyml.training.metrics import equal_count_bins, lift_by_decile
 
 
 def _pyplot():
@@ -55,8 +55,7 @@ def evaluation_plots(
     fig, ax = plt.subplots(figsize=(5, 5))
     top = 0.0
     for name, s in scores.items():
-        order = np.argsort(np.asarray(s), kind="stable")
-        bins = [b for b in np.array_split(order, n_bins) if len(b)]
+        bins = equal_count_bins(s, n_bins)
         mean_p = [float(np.mean(s[b])) for b in bins]
         rate = [float(y[b].mean()) for b in bins]
         top = max(top, *mean_p, *rate)

@@ -12,9 +12,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetyml.training.config import load_training_config
+
+if TYPE_CHECKING:
+    from safetyml.tables import Tables
 
 
 @dataclass
@@ -81,7 +84,7 @@ def promote_first_if_no_champion(task: str, name: str, version: str) -> bool:
 
 
 def score_on_latest_test(
-    task: str, models: dict[str, Any], data_dir: Path, tables: Any = None
+    task: str, models: dict[str, Any], data_dir: Path, tables: Tables | None = None
 ) -> tuple[dict[str, float], int]:
     """The primary metric of each model on the latest test window of ``data_dir``."""
     from safetyml.features.definitions import load_feature_set
@@ -110,7 +113,7 @@ def promote(
     data_dir: Path | None = None,
     force: bool = False,
     reason: str | None = None,
-    tables: Any = None,
+    tables: Tables | None = None,
 ) -> PromotionDecision:
     """Compare challenger with champion and move ``champion`` if the rule (or ``force``) allows."""
     from safetyml import tracking
