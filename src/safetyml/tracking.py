@@ -219,7 +219,7 @@ class RunLogger:
         import numpy
         from mlflow.models import infer_signature
 
-        signature = infer_signature(input_example, output_example)
+        signature = model_signature(model_dir, infer_signature(input_example, output_example).outputs)
         requirements = [
             f"lightgbm=={lightgbm.__version__}",
             f"numpy=={numpy.__version__}",
@@ -237,6 +237,24 @@ class RunLogger:
                 pip_requirements=requirements,
             )
         return info.model_uri
+
+
+def model_signature(model_dir: Path, outputs: Any = None) -> Any:
+    """The pyfunc input schema from the model's sidecar: numeric features ``double``, categoricals ``Any``.
+
+    Categorical columns are declared ``Any`` because a frame from ``safetyml features build`` holds them as
+    pandas ``Categorical``, which MLflow's ``string`` type refuses (``Can not safely convert category to
+    <U0``); the model itself checks them (text or missing, else an error naming the column).
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+    sidecar = json.loads((Path(model_dir) / SIDECAR_FILE).read_text())
+    categorical = set(sidecar.get("categories", {}))
+    inputs = Schema(
+        [ColSpec(AnyType() if name in categorical else DataType.double, name) for name in sidecar["features"]]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 @contextmanager
