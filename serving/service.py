@@ -61,8 +61,10 @@ class SafetyScoring:
         self.host.close()
 
     def _answer(self, call: Any) -> Any:
-        try:
-            return call(self.host.ready_scorer())
+        try:  # the decisions of this request are durable in the audit journal before the response leaves
+            scorer = self.host.ready_scorer()
+            with self.host.audit.batch():
+                return call(scorer)
         except SafetymlError as exc:
             status, body = error_response(exc)
             return JSONResponse(body, status_code=status)

@@ -1,4 +1,6 @@
-"""Decision audit log: asynchronous writes, nothing lost on close, show and export."""
+"""Decision audit log: durable journal shipped to the store, nothing lost on close, show and export.
+
+Crash, duplicate and store-down behaviour: tests/test_audit_durability.py."""
 
 from __future__ import annotations
 
@@ -13,7 +15,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from safetyml.scoring.audit import AuditLog, export_decisions, get_decision, read_decisions
+from safetyml.scoring.audit import (
+    AuditLog,
+    AuditUnavailableError,
+    export_decisions,
+    get_decision,
+    read_decisions,
+)
 
 
 def _decision(i: int, when: datetime) -> dict:
@@ -36,18 +44,21 @@ def _decision(i: int, when: datetime) -> dict:
     }
 
 
-def test_record_is_async_and_close_loses_nothing(tmp_path: Path) -> None:
+def test_batches_commit_together_and_close_loses_nothing(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.sqlite")
     now = datetime.now(UTC)
     decisions = [_decision(i, now + timedelta(microseconds=i)) for i in range(2000)]
-    for d in decisions:
-        log.record(d)
+    for start in range(0, 2000, 100):
+        with log.batch():
+            for d in decisions[start : start + 100]:
+                log.record(d)
     log.close()
     assert log.written == 2000
     frame = read_decisions(path=tmp_path / "audit.sqlite")
     assert set(frame["decision_id"]) == {d["decision_id"] for d in decisions}
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(AuditUnavailableError, match="closed"):
         log.record(decisions[0])
+    assert not list((tmp_path / "audit.sqlite.journals").glob("*.journal"))  # shipped, then removed
 
 
 def test_get_decision_round_trips_values(tmp_path: Path) -> None:

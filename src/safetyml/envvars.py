@@ -19,6 +19,7 @@ API_TOKEN = "SAFETYML_API_TOKEN"  # bearer token the service requires (unset: lo
 HOST = "SAFETYML_HOST"  # interface the service binds when a token is set (default 127.0.0.1)
 SERVE_WORKERS = "SAFETYML_SERVE_WORKERS"  # service worker processes (default 1)
 SERVE_THREADS = "SAFETYML_SERVE_THREADS"  # threads per worker (default 4)
+AUDIT_FSYNC = "SAFETYML_AUDIT_FSYNC"  # 0: audit journal without fdatasync (process-crash safe only)
 MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own: a tracking server instead of the embedded store
 MLFLOW_REGISTRY_URI = "MLFLOW_REGISTRY_URI"  # MLflow's own: a separate model registry
 
@@ -31,6 +32,7 @@ ALL: tuple[str, ...] = (
     HOST,
     SERVE_WORKERS,
     SERVE_THREADS,
+    AUDIT_FSYNC,
     MLFLOW_TRACKING_URI,
     MLFLOW_REGISTRY_URI,
 )

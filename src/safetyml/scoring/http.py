@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from safetyml.errors import SafetymlError
+from safetyml.scoring.audit import AuditUnavailableError
 from safetyml.scoring.scorer import AsOfError, NotReadyError, ReloadError
 
 STATUS: dict[type[SafetymlError], int] = {
     NotReadyError: 503,  # no model or store yet: callers retry
     AsOfError: 422,  # a well-formed request the store cannot answer
     ReloadError: 409,  # the alias could not be loaded; the previous models keep serving
+    AuditUnavailableError: 503,  # the decision could not be made durable: no id is handed out
 }
 """Error class → HTTP status; any other SafetymlError is a 500."""
 
