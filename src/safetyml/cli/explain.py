@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from safetyml.cli.common import fail
-from safetyml.tasks import TASKS
+from safetyml.tasks import INCIDENT_RISK, MERCHANT_CREDIT, TASKS
 
 console = Console()
 app = typer.Typer(
@@ -62,10 +62,10 @@ def _frame(task: str, data: Path) -> tuple[Any, Any, Any]:
 
 def case_row(task: str, frame: Any, case_id: str) -> Any:
     """The frame row of one case: a trip (as of its request) or a merchant's latest snapshot."""
-    key = "trip_id" if task == "incident_risk" else "merchant_id"
+    key = "trip_id" if task == INCIDENT_RISK else "merchant_id"
     hits = frame.loc[frame[key].astype(str) == str(case_id)]
     if hits.empty:
-        what = "trip" if task == "incident_risk" else "merchant"
+        what = "trip" if task == INCIDENT_RISK else "merchant"
         fail(f"no {what} with {key} {case_id!r} in the {task} frame ({len(frame):,} rows)")
     if "as_of" in hits.columns:
         hits = hits.sort_values("as_of", kind="stable")
@@ -98,7 +98,7 @@ def case(
 
     record = row.iloc[0]
     score = f"[bold]{100 * p[0]:.2f}%[/]"
-    if task == "merchant_credit":
+    if task == MERCHANT_CREDIT:
         from safetyml.credit_score import credit_of, credit_scale
 
         points, grades = credit_of(p[:1], credit_scale())  # the project's scale, as serving uses
@@ -142,7 +142,7 @@ def report(
     _check_task(task)
     from safetyml.explain.report import COHORTS, write_report
 
-    if task == "merchant_credit" and cohort == "vehicle_type":
+    if task == MERCHANT_CREDIT and cohort == "vehicle_type":
         fail("merchant_credit rows are merchants: --cohort vehicle_type does not apply")
     _, ref = _champion(task)
     tables, _, frame = _frame(task, _data_dir(data, ref.run_id))

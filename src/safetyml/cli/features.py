@@ -48,7 +48,7 @@ def list_features(
     ),
 ) -> None:
     """Print the feature definitions as a table, families and rates expanded into their columns."""
-    from safetyml.features.definitions import TASKS
+    from safetyml.tasks import TASKS
 
     fs = _feature_set(features_dir)
     if task is not None and task not in TASKS:
@@ -90,8 +90,8 @@ def build(
     ),
 ) -> None:
     """Build a training frame (keys, as_of, label, features) and write it as Parquet."""
-    from safetyml.features.definitions import TASKS
     from safetyml.features.frames import build_frame
+    from safetyml.tasks import TASKS
 
     if task not in TASKS:
         fail(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")

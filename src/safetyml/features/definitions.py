@@ -14,21 +14,20 @@ hash of the files, so a model and an online store can say which definitions they
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safetyml import paths
 from safetyml.contract import TABLES
 from safetyml.errors import SafetymlError
+from safetyml.tasks import TASKS, Task
+from safetyml.values import is_missing
 
 Entity = Literal["rider", "merchant", "pair", "zone", "trip"]
-Task = Literal["incident_risk", "merchant_credit"]
 FamilyAgg = Literal["count", "sum", "mean", "max", "std", "distinct"]
 Agg = Literal[
     "count",
@@ -52,7 +51,6 @@ Format = Literal["count", "number", "percent", "days", "money", "category", "hou
 Compute = Literal["local_hour", "weekday", "night", "column", "relative", "zscore", "hour_affinity"]
 
 ENTITIES: tuple[str, ...] = ("trip", "rider", "merchant", "pair", "zone")
-TASKS: tuple[str, ...] = ("incident_risk", "merchant_credit")
 # Event tables each entity aggregates, and the column that names the entity in them.
 SOURCES: dict[str, dict[str, str]] = {
     "rider": {"trips": "rider_id", "incidents": "rider_id"},
@@ -370,10 +368,6 @@ class FeatureDefinition(BaseModel):
         if is_missing(value):
             return self.spec.when_missing or f"{self.name.replace('_', ' ')}: not known yet (no history)"
         return self.description.replace("{value}", format_value(value, self.format))
-
-
-def is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
 def format_value(value: Any, fmt: str) -> str:

@@ -21,14 +21,15 @@ from safetyml.features.definitions import FeatureDefinition, FeatureSet, load_fe
 from safetyml.features.engine import DAY_NS, FeatureEngine, Stream
 from safetyml.features.request import trip_request_features
 from safetyml.tables import Tables
+from safetyml.tasks import INCIDENT_RISK, MERCHANT_CREDIT
 
 TASK_KEYS: dict[str, list[str]] = {
-    "incident_risk": ["trip_id", "rider_id", "merchant_id", "city", "pickup_h3", "dropoff_h3", "as_of"],
-    "merchant_credit": ["merchant_id", "city", "as_of"],
+    INCIDENT_RISK: ["trip_id", "rider_id", "merchant_id", "city", "pickup_h3", "dropoff_h3", "as_of"],
+    MERCHANT_CREDIT: ["merchant_id", "city", "as_of"],
 }
 TASK_FLAGS: dict[str, list[str]] = {
-    "incident_risk": [],
-    "merchant_credit": ["label_mature", "insufficient_history"],
+    INCIDENT_RISK: [],
+    MERCHANT_CREDIT: ["label_mature", "insufficient_history"],
 }
 ROLES = ("pickup", "dropoff")
 
@@ -89,9 +90,9 @@ def build_frame(
     """The training frame of ``task``: keys, as_of, label (and flags), then fs.for_task(task) columns."""
     fs = fs or load_feature_set()
     engine = engine or FeatureEngine(tables, fs)
-    if task == "incident_risk":
+    if task == INCIDENT_RISK:
         return _incident_risk(engine, fs, label_min_severity)
-    if task == "merchant_credit":
+    if task == MERCHANT_CREDIT:
         return _merchant_credit(engine, fs, horizon_days, min_history_days)
     raise KeyError(f"unknown task {task!r}; tasks: {', '.join(TASK_KEYS)}")
 
@@ -100,7 +101,7 @@ def _incident_risk(engine: FeatureEngine, fs: FeatureSet, label_min_severity: in
     ev = engine.events
     trips = ev.trips.iloc[np.argsort(ev.trips["t"].to_numpy(), kind="stable")].reset_index(drop=True)
     t = trips["t"].to_numpy()
-    defs = fs.for_task("incident_risk")
+    defs = fs.for_task(INCIDENT_RISK)
     need = _needed(fs, defs)
     # dicts of arrays, not DataFrames: the frame below is the one copy of each column
     rider = engine.columns("rider", None, t, names=need["rider"], codes=trips["rider_code"].to_numpy())
@@ -195,7 +196,7 @@ def _merchant_credit(
     m_idx, as_of = m_idx[keep], as_of[keep]
     label = (credit.positions(m_idx, as_of + horizon) - credit.positions(m_idx, as_of)) > 0
     ids = merchants["merchant_id"].to_numpy()[m_idx]
-    defs = fs.for_task("merchant_credit")
+    defs = fs.for_task(MERCHANT_CREDIT)
     need = _needed(fs, defs)
     parts = {"merchant": engine.columns("merchant", None, as_of, names=need["merchant"], codes=m_idx)}
     keys = {
@@ -331,7 +332,7 @@ def assemble_trip_features(
             parts[role] = zone
             cold |= ~zone_known
     parts["trip"] = trip_request_features(req, rider, merchant, fs)
-    out = pd.DataFrame(_select(fs.for_task("incident_risk"), parts), index=range(n))
+    out = pd.DataFrame(_select(fs.for_task(INCIDENT_RISK), parts), index=range(n))
     out["cold_start"] = cold
     out.index = requests.index
     return out
@@ -349,6 +350,6 @@ def assemble_merchant_features(
     fs = fs or load_feature_set()
     ids = pd.Series(list(merchant_ids), dtype="object")
     vectors, known = _vectors(fs, store_or_vectors, "merchant", ids)
-    out = pd.DataFrame(_select(fs.for_task("merchant_credit"), {"merchant": vectors}), index=range(len(ids)))
+    out = pd.DataFrame(_select(fs.for_task(MERCHANT_CREDIT), {"merchant": vectors}), index=range(len(ids)))
     out["cold_start"] = ~np.asarray(known, dtype=bool)
     return out

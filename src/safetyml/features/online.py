@@ -21,6 +21,7 @@ import pandas as pd
 from safetyml import paths
 from safetyml.features import zones
 from safetyml.features.definitions import FeatureSet, load_feature_set, pair_id
+from safetyml.values import is_missing, utc_timestamp
 
 STORE_FILE = "online_store.sqlite"
 ENTITIES = ("rider", "merchant", "pair", "zone", "city")
@@ -69,14 +70,13 @@ class OnlineStore:
         for c in columns:
             if kinds[c] == "text":
                 col = pd.Series(frame[c], dtype="object").to_numpy()
-                values.append(np.array([None if _missing(v) else str(v) for v in col], dtype=object))
+                values.append(np.array([None if is_missing(v) else str(v) for v in col], dtype=object))
             else:
                 col = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
                 values.append(np.where(np.isnan(col), None, col).astype(object))
         rows = list(zip(*values, strict=True)) if len(frame) else []
         placeholders = ", ".join("?" * (len(columns) + 1))
-        stamp = pd.Timestamp(as_of)
-        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        stamp = utc_timestamp(as_of)
         meta = {"as_of": stamp.isoformat(), "version": version, "rows": len(frame), "kinds": kinds}
         with self._lock, self._conn:
             self._conn.execute(f"DROP TABLE IF EXISTS {table}")
@@ -180,10 +180,6 @@ def _is_text(values: pd.Series) -> bool:
     return isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values)
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
-
-
 # ---------------------------------------------------------------------------------------------- materialize
 
 
@@ -248,8 +244,7 @@ def materialize(
     from safetyml.features.engine import FeatureEngine
 
     fs = fs or load_feature_set()
-    stamp = default_as_of(tables) if as_of is None else pd.Timestamp(as_of)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    stamp = utc_timestamp(default_as_of(tables) if as_of is None else as_of)
     engine = engine or FeatureEngine(tables, fs)
     store = store or OnlineStore.open()
     for entity, frame in entity_vectors(engine, stamp).items():

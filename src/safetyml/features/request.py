@@ -23,15 +23,10 @@ import numpy as np
 import pandas as pd
 
 from safetyml import cities
+from safetyml.values import is_missing, to_utc
 
 NIGHT_START_HOUR = 22  # local night is 22:00-05:59
 NIGHT_END_HOUR = 6
-
-
-def to_utc(values: pd.Series | pd.DatetimeIndex | list) -> pd.DatetimeIndex:
-    """Any timestamps (naive means UTC) as a nanosecond UTC DatetimeIndex."""
-    index = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
-    return index.as_unit("ns")
 
 
 def to_ns(values: pd.Series | pd.DatetimeIndex | list) -> np.ndarray:
@@ -116,7 +111,7 @@ def _numeric(requests: pd.DataFrame, column: str) -> np.ndarray:
 
 def _numeric_one(value: Any) -> float:
     """:func:`_numeric` for one value: booleans as 1/0, numbers as floats, anything else through pandas."""
-    if value is None or value is pd.NA or value is pd.NaT:
+    if is_missing(value):
         return math.nan
     if isinstance(value, bool | np.bool_ | int | float | np.integer | np.floating):
         return float(value)
@@ -251,7 +246,7 @@ def trip_request_features_one(
 
 def _is_level(value: Any, categories: list) -> bool:
     """Whether ``pd.Categorical([value], categories)`` keeps the value (missing values never match)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return False
     try:
         return value in categories
