@@ -143,32 +143,13 @@ def test_history_recomputes_and_lists_revisions_after_a_method_change(small_data
     from safetyml.index.history import recompute_history
 
     config = load_config(CONFIG_PATH)
-    first = recompute_history(
-        small_data_dir,
-        tmp_path,
-        config,
-        replications=0,
-        zones=False,
-        progress=False,
-        tables=tables,
-        log_mlflow=False,
-        report=False,
-    )
+    quick = {"replications": 0, "zones": False, "progress": False, "tables": tables, "log_mlflow": False}
+    first = recompute_history(small_data_dir, tmp_path, config, report=False, **quick)
     assert first.revisions is None and first.path.exists()
     changed = config.model_copy(
         update={"method": config.method.model_copy(update={"aggregation": "geometric"})}
     )
-    second = recompute_history(
-        small_data_dir,
-        tmp_path,
-        changed,
-        replications=0,
-        zones=False,
-        progress=False,
-        tables=tables,
-        log_mlflow=False,
-        report=False,
-    )
+    second = recompute_history(small_data_dir, tmp_path, changed, report=False, **quick)
     assert second.revisions is not None and (tmp_path / "revisions.parquet").exists()
     assert len(second.revisions) == len(first.history)
     assert (second.revisions["score_revision"].abs() > 0).any()

@@ -64,7 +64,7 @@ class LevelResult:
         out["market"] = units["market"].to_numpy()
         out["trips"] = units["trips"].to_numpy(dtype="int64")
         out["score"] = self.nominal.score
-        intervals = self.monte_carlo.intervals(config.uncertainty.interval)
+        intervals = self.monte_carlo.intervals(config.uncertainty.interval, Choice.nominal(config))
         out["score_low"] = intervals.get("score_low", self.nominal.score)
         out["score_high"] = intervals.get("score_high", self.nominal.score)
         out["rank"] = self.ranks

@@ -20,6 +20,7 @@ from safetyml.index.config import IndexConfig
 from safetyml.index.indicators import Panel
 from safetyml.index.weights import Weights, make_weights
 
+MIN_SAME_SCALE = 20  # fewest same-scale replications to base a score interval on
 CHUNK = 64  # replications per array computation (memory: CHUNK × units × indicators floats)
 
 
@@ -29,13 +30,24 @@ class MonteCarlo:
     ranks: np.ndarray  # (R, U)
     replications: pd.DataFrame  # one row per replication: its choices, seed and rank shift
 
-    def intervals(self, level: float) -> dict[str, np.ndarray]:
+    def intervals(self, level: float, nominal: Choice | None = None) -> dict[str, np.ndarray]:
+        """Score and rank intervals. Ranks compare across every replication; scores only across those
+        on the nominal scale (same normalisation and aggregation: a z-score T-score and a min-max
+        score are different units), when there are at least ``MIN_SAME_SCALE`` of them."""
         lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
         if len(self.scores) == 0:
             return {}
+        scores = self.scores
+        if nominal is not None:
+            reps = self.replications
+            same = (reps["normalisation"] == nominal.normalisation) & (
+                reps["aggregation"] == nominal.aggregation
+            )
+            if same.sum() >= MIN_SAME_SCALE:
+                scores = self.scores[same.to_numpy()]
         return {
-            "score_low": np.quantile(self.scores, lo, axis=0),
-            "score_high": np.quantile(self.scores, hi, axis=0),
+            "score_low": np.quantile(scores, lo, axis=0),
+            "score_high": np.quantile(scores, hi, axis=0),
             # rank 1 is the least safe: the best (lowest) plausible rank is the low quantile
             "rank_low": np.floor(np.quantile(self.ranks, lo, axis=0)).astype(np.int64),
             "rank_high": np.ceil(np.quantile(self.ranks, hi, axis=0)).astype(np.int64),
