@@ -12,12 +12,10 @@ The names a notebook reaches for, loaded on first use so ``import safetyml`` (an
     scorer = safetyml.Scorer.from_registry()                   # real-time scoring, as the service does
 """
 
-from __future__ import annotations
-
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # not imported from typing: importing typing would cost 10x `import safetyml`
 if TYPE_CHECKING:
+    from typing import Any
+
     from safetyml.explain import explain
     from safetyml.features.frames import build_frame
     from safetyml.model import RiskModel
@@ -40,15 +38,17 @@ _API = {
 __all__ = ["Scorer", "build_frame", "explain", "load_model", "load_tables", "simulate", "train"]
 
 
-def load_model(task: str, alias: str = "champion") -> RiskModel:
+def load_model(task: str, alias: str = "champion") -> "RiskModel":
     """The RiskModel registered under ``alias`` (default the champion) for ``task``, from MLflow."""
     from safetyml import tracking
 
     return tracking.load_model(task, alias)[0]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     if name in _API:
+        from importlib import import_module
+
         module_name, attribute = _API[name]
         module = import_module(module_name)
         if attribute is None:
