@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -61,8 +62,40 @@ def worker(data: Path) -> dict:
             timings.append(time.perf_counter() - t0)
         out["lookup_median_us"] = float(np.median(timings) * 1e6)
         out["lookup_p99_us"] = float(np.percentile(timings, 99) * 1e6)
+        out["trip_row_median_us"], out["trip_row_p99_us"] = trip_row_timings(tables, store, fs)
     out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["load_average"] = os.getloadavg()[0]
     return out
+
+
+def trip_row_timings(tables, store, fs, n: int = 500) -> tuple[float, float]:
+    """The whole online lookup of one trip request (rider, merchant, pair, pickup and drop-off zone and city
+    vectors from the store, plus the request-time features and deviations): median and p99 in µs."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from safetyml.features.online_rows import TripPlan, assemble_trip_rows
+
+    plan = TripPlan.build(fs)
+    trips = tables.trips.sample(n, random_state=7)
+    requests = []
+    for trip in trips.to_dict("records"):
+        fields = {k: trip.get(k) for k in ("rider_id", "merchant_id", "distance_km", "order_value")}
+        fields |= {k: float(trip[k]) for k in ("pickup_lat", "pickup_lng", "dropoff_lat", "dropoff_lng")}
+        fields |= {
+            "requested_at": trip["requested_at"].to_pydatetime(),
+            "payment_method": str(trip["payment_method"]),
+            "rain": None,
+            "city": trip.get("city"),
+        }
+        requests.append(SimpleNamespace(**fields))
+    timings = []
+    for request in requests * 2:
+        t0 = time.perf_counter()
+        assemble_trip_rows([request], store, fs, plan)
+        timings.append(time.perf_counter() - t0)
+    return float(np.median(timings) * 1e6), float(np.percentile(timings, 99) * 1e6)
 
 
 def ensure_data(preset: str, given: Path | None, root: Path) -> Path:
@@ -99,19 +132,22 @@ def main() -> None:
             raise SystemExit(f"{size}: benchmark worker failed")
         results[size] = json.loads(proc.stdout.strip().splitlines()[-1])
     header = (
-        f"{'preset':8} {'trips':>10} {'load s':>7} {'build s':>8} {'cpu s':>7} {'rows/s':>9} "
-        f"{'peak GiB':>9} {'credit s':>9} {'mat. s':>7} {'lookup µs':>10}"
+        f"{'preset':8} {'trips':>10} {'features':>8} {'load s':>7} {'build s':>8} {'cpu s':>7} {'rows/s':>9} "
+        f"{'peak GiB':>9} {'credit s':>9} {'mat. s':>7} {'lookup µs':>10} {'trip row µs':>12} {'load':>5}"
     )
     print(header)
     for size, r in results.items():
         print(
-            f"{size:8} {r['trips']:>10,} {r['load_s']:>7.1f} {r['build_s']:>8.1f} {r['build_cpu_s']:>7.1f} "
-            f"{r['rows'] / r['build_s']:>9,.0f} {r['peak_mib'] / 1024:>9.2f} {r['credit_s']:>9.1f} "
-            f"{r['materialize_s']:>7.1f} {r['lookup_median_us']:>10.0f}"
+            f"{size:8} {r['trips']:>10,} {r['features']:>8} {r['load_s']:>7.1f} {r['build_s']:>8.1f} "
+            f"{r['build_cpu_s']:>7.1f} {r['rows'] / r['build_s']:>9,.0f} {r['peak_mib'] / 1024:>9.2f} "
+            f"{r['credit_s']:>9.1f} {r['materialize_s']:>7.1f} {r['lookup_median_us']:>10.0f} "
+            f"{r['trip_row_median_us']:>12.0f} {r['load_average']:>5.1f}"
         )
     print(
         "build = incident_risk frame from loaded tables (wall clock; cpu = process CPU time); "
-        "peak = max RSS of the run incl. loading; lookup = median OnlineStore.get_one."
+        "peak = max RSS of the run incl. loading; lookup = median OnlineStore.get_one; trip row = median "
+        "of the whole online lookup of one trip (rider, merchant, pair, zones, city + request features, "
+        "features.online_rows.assemble_trip_rows); load = 1-min load average at the end of the run."
     )
     print(json.dumps(results))
 

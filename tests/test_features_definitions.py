@@ -93,7 +93,7 @@ INCIDENTS_TASKS = (
 @pytest.mark.parametrize(
     ("old", "new", "feature", "field"),
     [
-        ("    windows: [7d, 30d, 90d]\n", "    windows: [7d, 30x, 90d]\n", "rider_incident_rate", "windows"),
+        ("    windows: [7d, 30d, 90d]\n", "    windows: [7d, 30x, 90d]\n", "rider_incidents", "windows"),
         ("    where: {night: true}\n", "    where: {nigth: true}\n", "rider_night_share", "where.nigth"),
         ("    agg: time_since_last\n", "    agg: time_since\n", "rider_days_since_incident", "agg"),
         ("    column: signup_at\n", "    column: signed_up\n", "rider_tenure_days", "column"),
