@@ -127,9 +127,23 @@ class EntityEpisodes:
             np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         )
         extra = np.repeat(weight[ent] * (vel - 1), lengths)
-        key = city[rows] * days + day
-        order = np.argsort(key, kind="stable")
-        return key[order], rows[order], np.cumsum(extra[order])
+        return extra_table(city[rows] * days + day, rows, extra)
+
+
+def extra_table(key: np.ndarray, entity: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(key, entity, cumulative extra weight) sorted by city-day key, as ``reassign`` reads it."""
+    order = np.argsort(key, kind="stable")
+    return key[order], entity[order], np.cumsum(extra[order])
+
+
+def daily_table(
+    city: np.ndarray, weight: np.ndarray, daily: np.ndarray, first_day: np.ndarray, velocity: float
+) -> tuple[np.ndarray, ...]:
+    """Extra trips on a rider's riskier days (tired riders rush, work longer): weight x (e^(v x risk) - 1)."""
+    days = daily.shape[1]
+    rows, day = np.nonzero((daily > 0) & (np.arange(days)[None, :] >= first_day[:, None]))
+    extra = weight[rows] * np.expm1(velocity * daily[rows, day].astype(np.float64))
+    return extra_table(city[rows] * days + day, rows, extra)
 
 
 def draw_episodes(
@@ -337,6 +351,7 @@ class DynamicsState:
     wave_logmult: np.ndarray  # (zones, days)
     wave_rows: list
     rider_daily: np.ndarray  # (riders, days)
+    daily_extra: tuple[np.ndarray, ...]
     regulars: np.ndarray  # (riders, k) each rider's regular merchants (rows)
 
 
@@ -385,6 +400,7 @@ def build_state(
         wave_logmult,
         wave_rows,
         daily,
+        daily_table(r.city, r.weight, daily, r_first, dyn.daily_velocity),
         regulars,
     )
 
@@ -423,9 +439,10 @@ def apply_to_trips(
     ok = (m.onboarded_ns[cand] <= t[use]) & (m.closed_ns[cand] > t[use])
     merchant = merchant.copy()
     merchant[use[ok]] = cand[ok]
-    # velocity: more trips for riders in a spell and merchants in a front (drawn among those active)
-    moved = reassign(key, state.rider_extra, state.rider_base[ci, day], rider, rng)
-    rider = np.where(r.signup_ns[moved] <= t, moved, rider)
+    # velocity: more trips on riders' riskier days, for riders in a spell and merchants in a front
+    for table in (state.daily_extra, state.rider_extra):
+        moved = reassign(key, table, state.rider_base[ci, day], rider, rng)
+        rider = np.where(r.signup_ns[moved] <= t, moved, rider)
     moved = reassign(key, state.merchant_extra, state.merchant_base[ci, day], merchant, rng)
     ok = (m.onboarded_ns[moved] <= t) & (m.closed_ns[moved] > t)
     merchant = np.where(ok, moved, merchant)

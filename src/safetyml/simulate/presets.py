@@ -57,7 +57,7 @@ class Dynamics:
 
     spells: tuple[Episode, ...] = (
         Episode(
-            "takeover", 0.03, 2, 10, odds=4.0, velocity=2.5, value=2.2, night=0.5, cash=0.3, new_merchant=0.6
+            "takeover", 0.03, 2, 10, odds=4.0, velocity=2.5, value=3.0, night=0.5, cash=0.3, new_merchant=0.6
         ),
         Episode("shared", 0.05, 4, 20, odds=1.8, velocity=1.5, value=1.3, night=0.25, new_merchant=0.3),
     )
@@ -68,6 +68,7 @@ class Dynamics:
     waves: Waves = field(default_factory=Waves)
     daily_sd: float = 0.3  # sd of each rider's day-to-day log-odds (AR(1) over days)
     daily_phi: float = 0.7  # day-to-day autocorrelation of that variation
+    daily_velocity: float = 1.0  # on a riskier day a rider takes e^(this x log-odds) x more trips
     # habits, so that "a merchant new to this rider" means something: a share of each rider's trips go
     # to one of their few regular merchants (drawn by popularity in their city)
     regular_share: float = 0.6
