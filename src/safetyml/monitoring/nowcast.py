@@ -13,7 +13,7 @@ trips' request times ``t`` (the exposure). A group of cells (a day and city, all
 of its cells weighted by their expected counts. With ``K`` incidents known the corrected count is
 ``K / π`` and, if the group's incidents are Poisson with an unknown mean (Jeffreys prior), the
 still-to-come count given ``K`` is negative binomial with ``r = K + ½`` and success probability ``π``,
-which gives the interval of the eventual count.
+whose mid-p quantiles give the interval of the eventual count.
 """
 
 from __future__ import annotations
@@ -149,7 +149,6 @@ def nb_interval(
     ``known / share`` (unbiased: E[known] = λ·share); the interval adds the quantiles of the still-to-come
     count, negative binomial with ``r = known + ½`` (Jeffreys prior on λ) and success probability ``share``.
     """
-    from scipy import stats
 
     k = np.asarray(known, dtype="float64")
     pi = np.clip(np.asarray(share, dtype="float64"), 1e-6, 1.0)
@@ -158,9 +157,43 @@ def nb_interval(
     alpha = 1.0 - level
     corrected = k / pi
     var = np.where(pending, r * (1 - pi) / pi**2, 0.0)
-    lo = k + np.where(pending, stats.nbinom.ppf(alpha / 2, r, pi), 0.0)
-    hi = k + np.where(pending, stats.nbinom.ppf(1 - alpha / 2, r, pi), 0.0)
+    lo = k + np.where(pending, _mid_p_bound(alpha / 2, r, pi, lower=True), 0.0)
+    hi = k + np.where(pending, _mid_p_bound(1 - alpha / 2, r, pi, lower=False), 0.0)
     return corrected, var, lo, hi
+
+
+def _mid_p_bound(q: float, r: np.ndarray, p: np.ndarray, lower: bool) -> np.ndarray:
+    """Mid-p quantile of a negative binomial: plain quantiles of a discrete law over-cover, mid-p do not.
+
+    With ``u`` the plain quantile (smallest u with F(u) ≥ q) and ``mid(u) = F(u − 1) + pmf(u)/2``:
+    the lower bound is ``u`` if ``mid(u) ≥ q`` else ``u + 1``; the upper bound is ``u`` if
+    ``mid(u) ≤ q`` else ``u − 1``.
+    """
+    from scipy import stats
+
+    u = stats.nbinom.ppf(q, r, p)
+    mid = stats.nbinom.cdf(u - 1, r, p) + 0.5 * stats.nbinom.pmf(u, r, p)
+    if lower:
+        return np.where(mid >= q, u, u + 1)
+    return np.maximum(np.where(mid <= q, u, u - 1), 0.0)
+
+
+def _hour_profile(
+    t_ns: np.ndarray, city: np.ndarray, o_ns: np.ndarray, inc_city: np.ndarray, lo: int, hi: int
+) -> dict[str, np.ndarray]:
+    """Incidents per trip by UTC hour of day per city over [lo, hi), shrunk to the city's mean rate."""
+    out = {}
+    trip_hour = (t_ns // HOUR_NS) % 24
+    inc_hour = (o_ns // HOUR_NS) % 24
+    in_trips = (t_ns >= lo) & (t_ns < hi)
+    in_inc = (o_ns >= lo) & (o_ns < hi)
+    for c in np.unique(city):
+        trips_h = np.bincount(trip_hour[in_trips & (city == c)], minlength=24).astype("float64")
+        inc_h = np.bincount(inc_hour[in_inc & (inc_city == c)], minlength=24).astype("float64")
+        mean = (inc_h.sum() + 0.5) / max(trips_h.sum(), 1.0)
+        prior = 200.0  # trips' worth of the city's mean rate in each hour
+        out[str(c)] = (inc_h + prior * mean) / (trips_h + prior)
+    return out
 
 
 def nowcast_cells(
@@ -174,11 +207,13 @@ def nowcast_cells(
 ) -> pd.DataFrame:
     """Known incidents and the expected reported share per (day, city, type) for the ``days`` before as_of.
 
-    ``trips`` needs requested_at and city (the exposure: incident occurrence times follow trip times);
-    ``incidents`` occurred_at, reported_at, type, severity and ``city`` (see :func:`incident_cities`).
-    ``weight`` is the cell's expected incident count from the city's mature history (trips × the type's
-    rate over the lookback window that ended ``mature_days`` ago), which weighs the types' reported
-    shares when cells are summed. Days are UTC calendar days; the last is partial when as_of is not midnight.
+    ``trips`` needs requested_at and city (the exposure); ``incidents`` occurred_at, reported_at, type,
+    severity and ``city`` (see :func:`incident_cities`). Incidents happen when trips do, but not evenly:
+    each trip's ``F(as_of − t)`` is weighted by its city's incident rate at that hour of day, and ``t`` is
+    its request time plus the median time from request to incident, both from a mature history (the 90
+    days that ended ``mature_days`` before as_of). ``weight`` is the cell's expected incident count from
+    that history (trips × the type's rate), which weighs the types' shares when cells are summed. Days are
+    UTC calendar days of occurrence; the last is partial when as_of is not midnight.
     """
     from safetyml import cities
 
@@ -186,19 +221,39 @@ def nowcast_cells(
     start = (as_of - pd.Timedelta(days=days)).floor("D")
     t_ns = trips["requested_at"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
     city_all = trips["city"].astype("str").to_numpy()
-    in_window = (t_ns >= start.value) & (t_ns < as_of.value)
-    tr = pd.DataFrame(
-        {
-            "day": pd.to_datetime(t_ns[in_window]).floor("D").tz_localize("UTC"),
-            "city": city_all[in_window],
-            "elapsed": as_of.value - t_ns[in_window],
-        }
-    )
     inc = incidents[(incidents["severity"] >= min_severity) & incidents["city"].notna()]
     o_ns = inc["occurred_at"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
     r_ns = inc["reported_at"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
     inc_city = inc["city"].astype("str").to_numpy()
     inc_type = inc["type"].astype("str").to_numpy()
+    hist_end = as_of.value - mature_days * DAY_NS
+    hist_start = hist_end - 90 * DAY_NS
+    in_hist = (o_ns >= hist_start) & (o_ns < hist_end) & (r_ns <= as_of.value)
+    # median time from request to incident, over the history's incidents linked to a trip
+    offset = 0
+    if "trip_id" in inc.columns and "trip_id" in trips.columns:
+        linked = (
+            inc.loc[in_hist, ["trip_id", "occurred_at"]]
+            .dropna()
+            .merge(trips[["trip_id", "requested_at"]], on="trip_id")
+        )
+        if len(linked):
+            offset = int((linked["occurred_at"] - linked["requested_at"]).median().value)
+    occ_ns = t_ns + max(offset, 0)
+    in_window = (occ_ns >= start.value) & (occ_ns < as_of.value)
+    hours = _hour_profile(t_ns, city_all, o_ns[in_hist], inc_city[in_hist], hist_start, hist_end)
+    tr = pd.DataFrame(
+        {
+            "day": pd.to_datetime(occ_ns[in_window]).floor("D").tz_localize("UTC"),
+            "city": city_all[in_window],
+            "elapsed": as_of.value - occ_ns[in_window],
+        }
+    )
+    hour = (occ_ns[in_window] // HOUR_NS) % 24
+    flat = np.ones(24)
+    tr["w"] = (
+        [hours.get(c, flat)[h] for c, h in zip(tr["city"].to_numpy(), hour, strict=True)] if len(tr) else []
+    )
     keep = (o_ns >= start.value) & (o_ns < as_of.value) & (r_ns <= as_of.value)
     known = (
         pd.DataFrame(
@@ -212,23 +267,29 @@ def nowcast_cells(
         .size()
         .rename("known")
     )
-    # historical rate per (city, type): incidents per trip over a window that is mature by as_of
-    hist_end = as_of.value - mature_days * DAY_NS
-    hist_start = hist_end - 90 * DAY_NS
+    # historical rate per (city, type): incidents per trip over the mature history
     hist_trips = pd.Series(city_all[(t_ns >= hist_start) & (t_ns < hist_end)]).value_counts()
-    in_hist = (o_ns >= hist_start) & (o_ns < hist_end) & (r_ns <= as_of.value)
     hist_inc = pd.DataFrame({"city": inc_city[in_hist], "type": inc_type[in_hist]}).value_counts()
     types = sorted(set(model.types()) | set(inc_type))
-    rows = []
-    for (day, city), part in tr.groupby(["day", "city"], sort=True):
-        market = cities.market_of(city) if city in cities.registry() else "*"
-        elapsed = part["elapsed"].to_numpy()
-        exposure = max(float(hist_trips.get(city, 0)), 1.0)
-        for t in types:
-            share = float(model.reported_share(model.stratum(t, market), elapsed).mean())
-            rate = (float(hist_inc.get((city, t), 0)) + 0.5) / exposure
-            rows.append((day, city, t, len(part), share, len(part) * rate))
-    cells = pd.DataFrame(rows, columns=["day", "city", "type", "trips", "reported_share", "weight"])
+    city_market = {c: (cities.market_of(c) if c in cities.registry() else "*") for c in pd.unique(tr["city"])}
+    tr["market"] = tr["city"].map(city_market)
+    base = tr.groupby(["day", "city"], sort=True).size().rename("trips").reset_index()
+    weight_sum = tr.groupby(["day", "city"], sort=True)["w"].sum().to_numpy()
+    parts = []
+    for t in types:
+        # one F(elapsed) pass per delay stratum, then the incident-weighted mean per (day, city)
+        share = np.empty(len(tr))
+        for market, idx in tr.groupby("market").indices.items():
+            share[idx] = model.reported_share(model.stratum(t, market), tr["elapsed"].to_numpy()[idx])
+        weighted = tr.assign(_s=share * tr["w"].to_numpy()).groupby(["day", "city"], sort=True)["_s"].sum()
+        part = base.assign(type=t, reported_share=weighted.to_numpy() / np.maximum(weight_sum, 1e-300))
+        rate = part["city"].map(
+            lambda c, t=t: (float(hist_inc.get((c, t), 0)) + 0.5) / max(float(hist_trips.get(c, 0)), 1.0)
+        )
+        part["weight"] = part["trips"] * rate.to_numpy(dtype="float64")
+        parts.append(part)
+    cells = pd.concat(parts, ignore_index=True).sort_values(["day", "city", "type"], kind="stable")
+    cells = cells[["day", "city", "type", "trips", "reported_share", "weight"]].reset_index(drop=True)
     cells = cells.merge(known.reset_index(), on=["day", "city", "type"], how="left")
     cells["known"] = cells["known"].fillna(0).astype("int64")
     return cells
