@@ -44,13 +44,20 @@ def test_immature_credit_labels_are_left_out(trained_home):
     )
 
 
-def test_credit_model_is_monotone_in_chargebacks_and_late_repayments(trained_home):
-    result = trained_home.results["merchant_credit"]
-    model = result.model
+def test_credit_model_is_monotone_in_chargebacks_and_late_repayments(credit_frame):
+    """With constraints on (validation may turn them off: ``monotone_constraints: search``)."""
+    from safetyml.training.config import load_training_config
+    from safetyml.training.pipeline import fit_model
+
+    frame, features, overrides = credit_frame
+    config = load_training_config(
+        "merchant_credit", {**overrides, "monotone_constraints": True, "selection": {"enabled": False}}
+    )
+    model = fit_model(frame, features, config, seed=7, trials=2, progress=False).model
     constraints = model.metadata["monotone_constraints"]
     checked = [f for f in model.features if ("chargeback" in f or "late_repayment" in f)]
     assert checked and all(constraints[f] == 1 for f in checked)
-    rows = result.test_frame.sample(200, random_state=0)
+    rows = frame.sample(200, random_state=0)
     for feature in checked:
         assert monotonicity_violations(model.predict_proba, rows, feature, +1) == 0
     # the check itself can fail: the reversed direction is violated by a model that uses the feature

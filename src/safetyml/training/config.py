@@ -66,6 +66,30 @@ class FeatureSelection(_Strict):
     include: list[str] | None = Field(None, description="if set, only these features")
 
 
+class SelectionConfig(_Strict):
+    """Feature selection on the validation window (see :mod:`safetyml.training.selection`)."""
+
+    enabled: bool = True
+    method: Literal["grouped_permutation"] = "grouped_permutation"
+    group_by: Literal["group", "family", "feature"] = Field(
+        "group", description="the unit kept or dropped: a feature group (a declaration's windows), ..."
+    )
+    tolerance: float = Field(
+        0.002, ge=0, le=0.5, description="drop a group whose shuffling costs at most this share of the lift"
+    )
+    confirm_tolerance: float = Field(
+        0.01, ge=0, le=0.5, description="the kept set may lose at most this share of the lift on validation"
+    )
+    repeats: int = Field(2, ge=1, le=20, description="shuffles per group (averaged)")
+    valid_rows: int | None = Field(
+        150_000, ge=1000, description="judge on at most this many validation rows (seeded sample)"
+    )
+    learning_rate: float | None = Field(
+        0.1, gt=0, le=1, description="learning rate of the selection fits (None: the config's)"
+    )
+    keep_groups: list[str] = Field(default_factory=list, description="groups never dropped")
+
+
 class SearchParam(_Strict):
     """One dimension of the Optuna search space."""
 
@@ -139,7 +163,15 @@ class TrainingConfig(_Strict):
     label: LabelConfig = Field(default_factory=LabelConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     features: FeatureSelection = Field(default_factory=FeatureSelection)
-    monotone_constraints: bool = True
+    monotone_constraints: bool | Literal["search"] = Field(
+        "search", description="search: validation decides between constrained and free trees"
+    )
+    explanation_budget_ms: float | None = Field(
+        2.0,
+        gt=0,
+        description="score + reasons p50 (CPU ms, one row): a deeper model over it is refit shallower",
+    )
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
     class_weight: Literal["search", "none", "balanced"] = Field(
         "search", description="search: let validation decide between none and balanced"
     )

@@ -24,15 +24,17 @@ from safetyml.model import RiskModel
 from safetyml.training.calibrate import CalibrationChoice, choose_calibrator
 from safetyml.training.config import TrainingConfig, load_training_config
 from safetyml.training.data import build_task_frame, data_fingerprint, select_features, usable_rows
+from safetyml.training.latency import depth_candidates, explanation_p50_ms, shallower
 from safetyml.training.metrics import (
     classification_metrics,
     expected_calibration_error,
     lift_by_decile,
 )
 from safetyml.training.monotone import constraints_for
+from safetyml.training.selection import SelectionResult, feature_list_version, run_selection
 from safetyml.training.split import TimeSplit, time_split
 from safetyml.training.truth import evaluate_against_truth
-from safetyml.training.tuning import FitData, TuningResult, apply_class_weight, base_params, fit_booster, tune
+from safetyml.training.tuning import FitData, TuningResult, base_params, fit_booster, trial_params, tune
 
 if TYPE_CHECKING:
     from safetyml.tables import Tables
@@ -59,6 +61,8 @@ class TrainingResult:
     class_weight: str
     lift: pd.DataFrame
     notes: dict[str, Any] = field(default_factory=dict)
+    selection: SelectionResult | None = None
+    structure: dict[str, Any] = field(default_factory=dict)
     test_frame: pd.DataFrame | None = None
     promoted: bool = False
     seconds: float = 0.0
@@ -93,6 +97,8 @@ class Fitted:
     calibration: CalibrationChoice
     class_weight: str
     params: dict[str, Any]
+    selection: SelectionResult | None = None
+    structure: dict[str, Any] = field(default_factory=dict)  # monotone, depth cap, explanation latency
 
 
 def fit_model(
@@ -107,10 +113,11 @@ def fit_model(
     on_trial: Any = None,
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
+    fs: Any = None,
 ) -> Fitted:
-    """Split, tune, refit on all training rows, calibrate on validation. ``frame`` comes from usable_rows."""
-    import lightgbm as lgb
-
+    """Split, select features, tune, refit on all training rows, keep within the explanation budget,
+    calibrate on validation. ``frame`` comes from usable_rows; ``fs`` (the FeatureSet) makes the latency
+    check include the reason codes."""
     names = [f.name for f in features]
     missing = [n for n in names if n not in frame.columns]
     if missing:
@@ -127,12 +134,20 @@ def fit_model(
     y = frame["label"].to_numpy(dtype="int64")
     split = time_split(frame["as_of"], y, config.split)
     tr, va = split.mask("train"), split.mask("valid")
-    monotone = constraints_for(features, config.monotone_constraints)
 
     sample = np.flatnonzero(tr)
     limit = config.tuning.sample_rows
     if limit is not None and len(sample) > limit:
         sample = np.sort(np.random.default_rng(seed).choice(sample, size=limit, replace=False))
+    selection = run_selection(features, X, y, sample, np.flatnonzero(va), config, seed)
+    if len(selection.selected) < len(names):
+        keep = set(selection.selected)
+        features = [f for f in features if f.name in keep]
+        names = [f.name for f in features]
+        categories = {k: v for k, v in categories.items() if k in keep}
+        X = X.loc[:, names]
+    # Constraints from each feature's direction; validation may still turn them off (monotone: search).
+    monotone = constraints_for(features, config.monotone_constraints is not False)
     tuning_data = FitData(X.iloc[sample], y[sample], X.loc[va], y[va], monotone)
     tuning = tune(
         tuning_data,
@@ -146,13 +161,35 @@ def fit_model(
         progress=progress,
     )
     class_weight = tuning.best_params["class_weight"]
-    chosen = {k: v for k, v in tuning.best_params.items() if k != "class_weight"}
-    params = apply_class_weight({**base_params(config, seed, monotone), **chosen}, class_weight, y[tr])
-    full = FitData(X.loc[tr], y[tr], X.loc[va], y[va], monotone)
-    booster = fit_booster(params, full, config.num_boost_round, config.early_stopping_rounds)
-    best_iteration = booster.best_iteration or booster.current_iteration()
-    # keep only the trees up to the best iteration, so the saved file and the booster in memory agree
-    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best_iteration))
+    use_monotone = bool(tuning.best_params["monotone"])
+    params = trial_params(base_params(config, seed, monotone), tuning.best_params, y[tr])
+    full = FitData(X.loc[tr], y[tr], X.loc[va], y[va], monotone if use_monotone else [0] * len(names))
+    shell = RiskModel(task=config.task, booster=None, features=names, categories=categories)
+    booster, best_iteration = _final_booster(params, full, config)
+    structure = {
+        "monotone": use_monotone,
+        "max_depth": int(params.get("max_depth", -1)),
+        "explanation_budget_ms": config.explanation_budget_ms,
+        "depth_lowered_for_latency": [],
+    }
+    if config.explanation_budget_ms is not None:
+        # The serving path explains every score: a model over the budget is refit with the next lower cap.
+        valid_frame = X.loc[va]
+        shell.booster = booster
+        latency = explanation_p50_ms(shell, valid_frame, fs, seed=seed)
+        while latency > config.explanation_budget_ms:
+            lower = shallower(int(params.get("max_depth", -1)), depth_candidates(config))
+            if lower is None:
+                break
+            structure["depth_lowered_for_latency"].append(
+                {"from": int(params.get("max_depth", -1)), "to": lower, "p50_ms": round(latency, 3)}
+            )
+            params["max_depth"] = lower
+            booster, best_iteration = _final_booster(params, full, config)
+            shell.booster = booster
+            latency = explanation_p50_ms(shell, valid_frame, fs, seed=seed)
+        structure.update(max_depth=int(params.get("max_depth", -1)), explain_p50_ms=round(latency, 4))
+        structure["within_budget"] = bool(latency <= config.explanation_budget_ms)
 
     raw_valid = 1.0 / (1.0 + np.exp(-booster.predict(X.loc[va], raw_score=True)))
     calibration = choose_calibrator(
@@ -173,7 +210,10 @@ def fit_model(
             "best_iteration": int(best_iteration),
             "class_weight": class_weight,
             "params": {k: v for k, v in params.items() if k != "monotone_constraints"},
-            "monotone_constraints": dict(zip(names, monotone, strict=True)),
+            "monotone_constraints": dict(zip(names, full.monotone, strict=True)),
+            "structure": structure,
+            "feature_list_version": feature_list_version(names),
+            "selection": selection.summary(),
             "calibration": calibration.method,
             "split": split.describe(),
             "primary_metric": config.primary_metric,
@@ -181,7 +221,17 @@ def fit_model(
             "credit_score": config.credit_score.model_dump() if config.credit_score else None,
         },
     )
-    return Fitted(model, split, tuning, calibration, class_weight, params)
+    return Fitted(model, split, tuning, calibration, class_weight, params, selection, structure)
+
+
+def _final_booster(params: dict[str, Any], data: FitData, config: TrainingConfig) -> tuple[Any, int]:
+    """Fit on all training rows with early stopping; keep only the trees up to the best iteration, so the
+    saved file and the booster in memory agree."""
+    import lightgbm as lgb
+
+    booster = fit_booster(params, data, config.num_boost_round, config.early_stopping_rounds)
+    best_iteration = booster.best_iteration or booster.current_iteration()
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best_iteration)), int(best_iteration)
 
 
 def evaluate(
@@ -306,9 +356,7 @@ def train(
             }
         )
         run.log_dict(config.model_dump(mode="json"), "config/training_config.json")
-        feats = features_table(features)
-        run.log_dict(feats.to_dict(orient="records"), "features/features.json")
-        run.log_text(feats.to_csv(index=False), "features/features.csv")
+        run.log_text(features_table(features).to_csv(index=False), "features/candidates.csv")
         metric = config.primary_metric
 
         def on_trial(info: dict[str, Any]) -> None:
@@ -343,8 +391,10 @@ def train(
                 "config_fingerprint": config.fingerprint(),
                 "registered_model_name": config.registered_model_name,
             },
+            fs=fs,
         )
         model, split = fitted.model, fitted.split
+        selection = fitted.selection
         timings["seconds_tune_fit_calibrate"] = time.perf_counter() - fit_started
         test = frame.loc[split.mask("test")].reset_index(drop=True)
         metrics, p_test = evaluate(model, test, config)
@@ -370,8 +420,18 @@ def train(
                 "class_weight": fitted.class_weight,
                 "calibration": fitted.calibration.method,
                 "best_iteration": model.metadata["best_iteration"],
+                "selection": {**selection.summary(), "dropped_groups": dropped_groups(selection)},
+                "structure": fitted.structure,
+                "n_features_selected": len(model.features),
+                "feature_list_version": model.metadata["feature_list_version"],
             }
         )
+        run.set_tags({"safetyml.feature_list_version": model.metadata["feature_list_version"]})
+        # the model's (selected) features: name, entity, group, kind, direction, description
+        feats = features_table([f for f in features if f.name in set(model.features)])
+        run.log_dict(feats.to_dict(orient="records"), "features/features.json")
+        run.log_text(feats.to_csv(index=False), "features/features.csv")
+        run.log_text(selection.table.to_csv(index=False), "features/selection.csv")
         run.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         if oracle_metrics:
             run.log_metrics({f"oracle_{k}": v for k, v in oracle_metrics.items()})
@@ -382,6 +442,13 @@ def train(
                 "valid_ece_before_calibration": fitted.calibration.ece_before,
                 "valid_ece_after_calibration": fitted.calibration.ece_after,
                 **{f"calibration_cv_log_loss_{k}": v for k, v in fitted.calibration.cv_log_loss.items()},
+                "selection_seconds": selection.seconds,
+                "n_features_selected": len(model.features),
+                **(
+                    {"explain_p50_ms": fitted.structure["explain_p50_ms"]}
+                    if "explain_p50_ms" in fitted.structure
+                    else {}
+                ),
                 "trials_complete": fitted.tuning.trials_complete,
                 "trials_pruned": fitted.tuning.trials_pruned,
                 **{k: v for k, v in notes.items() if isinstance(v, int)},
@@ -418,6 +485,8 @@ def train(
                     f"test_{metric}": f"{metrics[metric]:.6f}",
                     "data_fingerprint": data_fp,
                     "feature_set_version": fs.version,
+                    "feature_list_version": model.metadata["feature_list_version"],
+                    "n_features": len(model.features),
                     "seed": seed,
                 },
                 alias="challenger",
@@ -447,10 +516,17 @@ def train(
         class_weight=fitted.class_weight,
         lift=lift,
         notes=notes,
+        selection=selection,
+        structure=fitted.structure,
         test_frame=test,
         promoted=promoted,
         seconds=seconds,
     )
+
+
+def dropped_groups(selection: SelectionResult) -> list[str]:
+    """The groups selection dropped (for the run's parameters; the reasons are in features/selection.csv)."""
+    return selection.table.loc[selection.table["decision"] == "drop", "group"].tolist()
 
 
 def tracking_plots(y: np.ndarray, scores: dict[str, np.ndarray], out_dir: Path, task: str) -> list[Path]:

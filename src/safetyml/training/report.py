@@ -61,6 +61,21 @@ def render_training(result: Any) -> Group:
             f"{result.calibration.ece_after:.4f})"
         )
     )
+    sel, st = result.selection, result.structure
+    if sel is not None:
+        lines.append(
+            Text(
+                f"features: {len(sel.selected)} of {sel.total} selected on validation ({sel.outcome}; "
+                f"list {sel.version}); trees: monotone {'on' if st.get('monotone') else 'off'}, "
+                f"max depth {st.get('max_depth')}"
+                + (
+                    f", explanation p50 {st['explain_p50_ms']:.2f} ms "
+                    f"(budget {st['explanation_budget_ms']} ms)"
+                    if "explain_p50_ms" in st
+                    else ""
+                )
+            )
+        )
     columns = {"model": result.metrics, "oracle (truth)": result.oracle_metrics}
     lines.append(metrics_table(f"{result.task}: test metrics", columns, cfg.review_capacity))
     if result.oracle_share is not None:

@@ -2,9 +2,10 @@
 
 Each trial fits on the (possibly sampled) training rows with early stopping on validation and reports
 the validation metric every few rounds so the median pruner can stop hopeless trials. The class
-weighting (none vs balanced ``scale_pos_weight``) is one more search dimension, so validation decides
-it. A study is named after the task, config, data and seed; rerunning the same training resumes it and
-only runs the trials still missing, so a finished study replays to the same best parameters.
+weighting (none vs balanced ``scale_pos_weight``), monotone constraints on or off and (in the shipped
+search spaces) the depth cap are search dimensions too, so validation decides them. A study is named
+after the task, config, data and seed; rerunning the same training resumes it and only runs the trials
+still missing, so a finished study replays to the same best parameters.
 """
 
 from __future__ import annotations
@@ -138,7 +139,28 @@ def suggest(trial, config: TrainingConfig) -> dict[str, Any]:
         out["class_weight"] = trial.suggest_categorical("class_weight", ["none", "balanced"])
     else:
         out["class_weight"] = config.class_weight
+    if config.monotone_constraints == "search":
+        out["monotone"] = trial.suggest_categorical("monotone", [True, False])
+    else:
+        out["monotone"] = bool(config.monotone_constraints)
     return out
+
+
+CHOICES = ("class_weight", "monotone")  # searched like parameters, applied by trial_params
+
+
+def trial_params(base: dict[str, Any], choice: dict[str, Any], y_train: np.ndarray) -> dict[str, Any]:
+    """LightGBM parameters of one point of the search: base + tuned values, class weighting applied and,
+    when the point says ``monotone: False``, the monotone constraints removed."""
+    params = apply_class_weight(
+        {**base, **{k: v for k, v in choice.items() if k not in CHOICES}},
+        choice.get("class_weight", "none"),
+        y_train,
+    )
+    if not choice.get("monotone", True):
+        params.pop("monotone_constraints", None)
+        params.pop("monotone_constraints_method", None)
+    return params
 
 
 def tune(
@@ -174,12 +196,7 @@ def tune(
     base = base_params(config, seed, data.monotone)
 
     def objective(trial) -> float:
-        choice = suggest(trial, config)
-        params = apply_class_weight(
-            {**base, **{k: v for k, v in choice.items() if k != "class_weight"}},
-            choice["class_weight"],
-            data.y_train,
-        )
+        params = trial_params(base, suggest(trial, config), data.y_train)
         booster = fit_booster(
             params,
             data,
@@ -239,6 +256,8 @@ def tune(
     best_params = dict(best.params)
     if "class_weight" not in best_params:
         best_params["class_weight"] = config.class_weight if config.class_weight != "search" else "none"
+    if "monotone" not in best_params:
+        best_params["monotone"] = config.monotone_constraints is not False
     return TuningResult(
         best_params=best_params,
         best_value=float(best.value),

@@ -1,0 +1,186 @@
+"""Model quality against the simulator's oracle on several seeds, and a feature-family ablation.
+
+    SAFETYML_HOME=/tmp/bq_home .venv/bin/python benchmarks/bench_quality.py --data-root /tmp/bq \
+        [--preset medium] [--seeds 7 11 3] [--ablation-seed 7] [--ablation-trials 6]
+
+For each seed: simulate the preset into ``DATA_ROOT/<preset>-seed<N>`` (reused when it is already there),
+train both tasks with the DEFAULT config and trial budget (registered into SAFETYML_HOME), and print the
+share of the oracle's lift (bars: incident risk ≥ 0.92, merchant credit ≥ 0.93), ROC AUC, PR AUC,
+precision at the review capacity, selected/total features, the structure validation chose and the
+training time. The ablation (one seed) trains each task once per feature family left out, through the
+experiments mechanism (``safetyml.training.experiments.run_experiment``: not registered, the champion
+scored on the same test rows), with a reduced trial budget, next to a full model with the same budget.
+Every table is printed as Markdown for experiments/README.md and docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BARS = {"incident_risk": 0.92, "merchant_credit": 0.93}
+TASKS = ("incident_risk", "merchant_credit")
+
+
+def ablation_families(features: Sequence[Any]) -> dict[str, list[str]]:
+    """Feature families to leave out one at a time, from the definitions (not from names).
+
+    YAML families (windows × aggregations) are one family each; delay-aligned ``rate`` features of every
+    entity are one; request deviations (z-scores, ratios to the usual, hour affinity) are one; the rest go
+    by entity (trip request, rider, merchant, pair, zone).
+    """
+    out: dict[str, list[str]] = {}
+    for f in features:
+        spec = f.spec
+        if f.family:
+            key = f"family {f.family}"
+        elif spec.agg == "rate":
+            key = "delay-aligned rates (all entities)"
+        elif f.entity == "trip" and spec.compute in ("zscore", "relative", "hour_affinity"):
+            key = "request deviations"
+        elif f.entity == "trip":
+            key = "trip request (hour, value, distance, payment)"
+        else:
+            key = f"other {f.entity} features"
+        out.setdefault(key, []).append(f.name)
+    return out
+
+
+def _data(root: Path, preset: str, seed: int) -> Path:
+    from safetyml.simulate import simulate
+
+    folder = root / f"{preset}-seed{seed}"
+    if not (folder / "truth").is_dir():
+        started = time.perf_counter()
+        simulate(folder, preset=preset, seed=seed, progress=False)
+        print(
+            f"simulated {preset} seed {seed} into {folder} in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+    return folder
+
+
+def _row(seed: int, task: str, r: Any) -> str:
+    m, sel, st = r.metrics, r.selection, r.structure
+    share = r.oracle_share
+    verdict = "—" if share is None else ("**pass**" if share >= BARS[task] else "miss")
+    return (
+        f"| {seed} | {task} | {share:.3f} | {verdict} | {m['roc_auc']:.4f} | {m['pr_auc']:.4f} | "
+        f"{m['precision_at_k']:.4f} | {r.oracle_metrics['precision_at_k']:.4f} | "
+        f"{len(sel.selected)}/{sel.total} | {'on' if st.get('monotone') else 'off'}, {st.get('max_depth')} | "
+        f"{st.get('explain_p50_ms', float('nan')):.2f} | "
+        f"{r.tuning.trials_complete} ({r.tuning.trials_pruned}) | {r.seconds:.0f} | "
+        f"{r.split['rows_test']:,} ({r.split['positives_test']:,}) |"
+    )
+
+
+HEADER = (
+    "| seed | task | oracle share | bar | ROC AUC | PR AUC | precision @ k | oracle precision @ k | "
+    "features (selected/total) | monotone, max depth | explain p50 ms | trials (pruned) | train s | "
+    "test rows (positive) |\n|" + " --- |" * 14
+)
+
+
+def quality(root: Path, preset: str, seeds: Sequence[int], tasks: Sequence[str]) -> dict[int, dict[str, Any]]:
+    from safetyml.tables import load_tables
+    from safetyml.training.pipeline import train
+
+    lines, results = [HEADER], {}
+    for seed in seeds:
+        data = _data(root, preset, seed)
+        tables = load_tables(data)
+        results[seed] = {}
+        for task in tasks:
+            r = train(task, data, seed=seed, tables=tables, progress=False)
+            results[seed][task] = r
+            lines.append(_row(seed, task, r))
+            print(lines[-1], flush=True)
+    print("\n## quality (default config and trials)\n" + "\n".join(lines), flush=True)
+    for task in tasks:
+        shares = [results[s][task].oracle_share for s in seeds]
+        met = "met on every seed" if min(shares) >= BARS[task] else "NOT met on every seed"
+        print(
+            f"{task}: oracle share per seed {', '.join(f'{x:.3f}' for x in shares)}; "
+            f"min {min(shares):.3f}; bar {BARS[task]} {met}"
+        )
+    return results
+
+
+def ablation(root: Path, preset: str, seed: int, trials: int, tasks: Sequence[str]) -> None:
+    from safetyml.features.definitions import load_feature_set
+    from safetyml.tables import load_tables
+    from safetyml.training.config import load_training_config
+    from safetyml.training.data import select_features
+    from safetyml.training.experiments import run_experiment
+
+    data = _data(root, preset, seed)
+    tables = load_tables(data)
+    fs = load_feature_set()
+    lines = [
+        "| task | left out | features left out | ROC AUC | Δ ROC AUC | PR AUC | Δ PR AUC | precision @ k | "
+        "oracle share | Δ oracle share |\n|" + " --- |" * 10
+    ]
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        for task in tasks:
+            features = select_features(fs, load_training_config(task))
+            families = {"(none: full model)": [], **ablation_families(features)}
+            base = None
+            for label, names in families.items():
+                if label != "(none: full model)" and len(names) == len(features):
+                    continue
+                slug = "".join(ch if ch.isalnum() else "_" for ch in label.lower()).strip("_")[:40]
+                path = Path(tmp) / f"ablation_{task}_{slug}.yaml"
+                spec = {
+                    "name": f"ablation_{task}_{slug}",
+                    "task": task,
+                    "description": f"{task} without {label}",
+                    "overrides": {"features": {"exclude": names}} if names else {},
+                }
+                path.write_text(yaml.safe_dump(spec))
+                r = run_experiment(path, data, trials=trials, seed=seed, progress=False, tables=tables).result
+                m = r.metrics
+                if base is None:
+                    base = r
+                d_roc, d_pr = m["roc_auc"] - base.metrics["roc_auc"], m["pr_auc"] - base.metrics["pr_auc"]
+                d_share = (r.oracle_share or 0) - (base.oracle_share or 0)
+                lines.append(
+                    f"| {task} | {label} | {len(names)} | {m['roc_auc']:.4f} | {d_roc:+.4f} | "
+                    f"{m['pr_auc']:.4f} | {d_pr:+.4f} | {m['precision_at_k']:.4f} | {r.oracle_share:.3f} | "
+                    f"{d_share:+.3f} |"
+                )
+                print(lines[-1], flush=True)
+    print(
+        f"\n## ablation ({preset}, seed {seed}, {trials} trials each, same test rows)\n" + "\n".join(lines),
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, required=True, help="simulated data per seed (reused)")
+    parser.add_argument("--preset", default="medium")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[7, 11, 3])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--ablation-seed", type=int, default=None, help="run the ablation on this seed")
+    parser.add_argument("--ablation-trials", type=int, default=6)
+    parser.add_argument("--no-quality", action="store_true", help="only the ablation")
+    args = parser.parse_args()
+    os.environ.setdefault("SAFETYML_HOME", str(args.data_root / "home"))
+    print(f"SAFETYML_HOME={os.environ['SAFETYML_HOME']}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    started = time.perf_counter()
+    if not args.no_quality:
+        quality(args.data_root, args.preset, args.seeds, args.tasks)
+    if args.ablation_seed is not None:
+        ablation(args.data_root, args.preset, args.ablation_seed, args.ablation_trials, args.tasks)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
