@@ -134,7 +134,7 @@ def test_one_more_incident_in_one_city_moves_no_other_city_beyond_noise(tables):
 
     more = with_one_more_incident(tables, "rio_de_janeiro")
     assert len(more.incidents) == len(tables.incidents) + 1
-    result = stability(tables, load_config(CONFIG_PATH), "rio_de_janeiro", replications=200)
+    result = stability(tables, load_config(CONFIG_PATH), "rio_de_janeiro", replications=100)
     assert result.moved_self > 0  # the city itself did move
     assert result.within_noise, result.worst_ratio
 

@@ -29,6 +29,8 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 
 def _summary(result) -> Table:
+    from safetyml.values import is_missing
+
     index = result.index
     latest = index[(index["level"] == "city") & (index["period"] == index["period"].max())].sort_values(
         "rank"
@@ -43,7 +45,7 @@ def _summary(result) -> Table:
         title=f"{result.config.name} index, {latest['period'].max():%Y-%m} (0 safest, 100 least safe)",
     )
     for row in latest.itertuples():
-        change = "—" if row.score_change != row.score_change else f"{row.score_change:+.1f}"
+        change = "—" if is_missing(row.score_change) else f"{row.score_change:+.1f}"
         table.add_row(
             str(row.rank),
             row.city,

@@ -5,21 +5,16 @@ Public API: :func:`build_index`, :func:`load_config`, :func:`recompute_history`,
 
 from __future__ import annotations
 
-from typing import Any
+from safetyml._lazy import lazy_getattr
 
 __all__ = ["build_index", "load_config", "recompute_history", "write_report"]
 
-_HOMES = {
-    "build_index": "safetyml.index.build",
-    "load_config": "safetyml.index.config",
-    "recompute_history": "safetyml.index.history",
-    "write_report": "safetyml.index.report",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        import importlib
-
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'safetyml.index' has no attribute {name!r}")
+__getattr__ = lazy_getattr(
+    __name__,
+    {
+        "build_index": "build",
+        "load_config": "config",
+        "recompute_history": "history",
+        "write_report": "report",
+    },
+)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from safetyml import cities
 from safetyml.tables import Tables
+from safetyml.tasks import INCIDENT_RISK
 
 SEVERE = 3  # severity from which an incident is severe (3 = serious injury or loss)
 VIOLENCE = ("assault", "robbery", "harassment")
@@ -289,7 +290,9 @@ def available(inputs: Inputs, name: str) -> str | None:
             "not available: no batch zone map given (--hot-zones zones.parquet from `safetyml score-zones`)"
         )
     if needs == "scores" and inputs.scores is None:
-        return "not available: no scored trips given (--scores FILE with trip_id and probability)"
+        return (
+            f"not available: no scored trips given (--scores FILE: trip_id and {INCIDENT_RISK} probability)"
+        )
     if needs == "merchant_ledger" and inputs.ledger.empty:
         return "not available: the merchant_ledger table is empty or absent"
     return None
