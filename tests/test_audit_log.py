@@ -126,3 +126,28 @@ def test_queued_decisions_are_written_at_interpreter_exit(tmp_path: Path) -> Non
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     assert len(read_decisions(path=path)) == 300
+
+
+def test_the_fast_serialiser_gives_exactly_what_jsonable_gives() -> None:
+    """The audit's response-path serialiser against safetyml.values.jsonable on the awkward values."""
+    from safetyml.scoring.audit import _plain
+    from safetyml.values import jsonable
+
+    awkward = {
+        "f": 1.5,
+        "nan": float("nan"),
+        "inf": float("-inf"),
+        "np_float": np.float32(2.5),
+        "np_int": np.int64(7),
+        "np_bool": np.bool_(True),
+        "na": pd.NA,
+        "nat": pd.NaT,
+        "ts": pd.Timestamp("2026-01-01T00:00:00Z"),
+        "dt": datetime(2026, 1, 1, tzinfo=UTC),
+        "nested": [{"v": np.float64("nan"), 3: "x"}, (1, 2)],
+        "arr": np.array([1.0, np.nan]),
+        4: None,
+        "s": "text",
+        "b": False,
+    }
+    assert _plain(awkward) == jsonable(awkward)

@@ -38,6 +38,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import socket
 import sqlite3
@@ -45,7 +46,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,12 +146,31 @@ def journal_dir(path: Path) -> Path:
     return path.with_name(path.name + ".journals")  # not "-journal": that name is SQLite's own
 
 
+def _plain(value: Any) -> Any:
+    """:func:`safetyml.values.jsonable` with a fast path for what decisions hold (exact str/int/bool/float,
+    dicts and lists of them): this runs on the response path, ~60 features a decision. Anything else goes
+    to ``jsonable``, so the result is the same (tested)."""
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if value is None or kind is str or kind is int or kind is bool:
+        return value
+    if kind is dict:
+        return {key if type(key) is str else str(key): _plain(item) for key, item in value.items()}
+    if kind is list:
+        return [_plain(item) for item in value]
+    return jsonable(value)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(jsonable(value), default=str, separators=(",", ":"))
+    return json.dumps(_plain(value), default=str, separators=(",", ":"))
 
 
 def _utc_iso(moment: datetime) -> str:
-    """UTC ISO 8601 with microseconds, so text order is time order in SQLite."""
+    """UTC ISO 8601 with microseconds, so text order is time order in SQLite (naive means UTC)."""
+    if type(moment) is datetime:  # the scorer's; pandas Timestamps take the general path
+        aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return aware.isoformat(timespec="microseconds")
     return utc_timestamp(moment).to_pydatetime().isoformat(timespec="microseconds")
 
 
