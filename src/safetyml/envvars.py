@@ -22,6 +22,7 @@ SERVE_THREADS = "SAFETYML_SERVE_THREADS"  # threads per worker (default 4)
 AUDIT_FSYNC = "SAFETYML_AUDIT_FSYNC"  # 0: audit journal without fdatasync (process-crash safe only)
 MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own: a tracking server instead of the embedded store
 MLFLOW_REGISTRY_URI = "MLFLOW_REGISTRY_URI"  # MLflow's own: a separate model registry
+DASK_SCHEDULER_ADDRESS = "DASK_SCHEDULER_ADDRESS"  # Dask's own: scheduler for --engine dask
 
 ALL: tuple[str, ...] = (
     HOME,
@@ -35,6 +36,7 @@ ALL: tuple[str, ...] = (
     AUDIT_FSYNC,
     MLFLOW_TRACKING_URI,
     MLFLOW_REGISTRY_URI,
+    DASK_SCHEDULER_ADDRESS,
 )
 LOOPBACK = "127.0.0.1"
 

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from safetyml._optional import ensure
+from safetyml.engine import EngineChoice, resolve, session, worker_count
 
 if TYPE_CHECKING:
     from safetyml.scoring.scorer import Scorer
@@ -263,47 +263,31 @@ def _dask_engine(
     writer: pq.ParquetWriter,
     explain: bool,
     k: int,
-    scheduler: str | None,
+    choice: EngineChoice,
     progress: bool,
-    n_workers: int,
-    processes: bool,
 ) -> int:
     import dask
     import dask.dataframe as dd
-    from distributed import Client, LocalCluster
 
     payload = scorer_payload(scorer, task)
     total = pq.ParquetFile(path).metadata.num_rows
-    cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=processes, dashboard_address=None
-        )
-        client = Client(cluster)
     rows = 0
-    try:
+    with session(choice) as client:
         with dask.config.set({"dataframe.convert-string": False}):
             ddf = dd.read_parquet(str(path), split_row_groups=True)
         parts = ddf.to_delayed()
         [payload_future] = client.scatter([payload], broadcast=True)
         score = dask.delayed(_score_partition, pure=True)
         in_flight: deque = deque()
-        max_in_flight = 2 * max(1, len(client.scheduler_info().get("workers", {})) or n_workers)
+        max_in_flight = 2 * worker_count(client)
         with _progress(total, progress, f"scoring {task} on dask") as bar:
             job = bar.add_task(f"scoring {task} on dask", total=total)
-            todo = iter(parts)
-            for part in todo:
+            for part in parts:
                 in_flight.append(client.compute(score(part, payload_future, schema, explain, k)))
                 if len(in_flight) >= max_in_flight:
                     rows += _write_next(in_flight, writer, bar, job)
             while in_flight:
                 rows += _write_next(in_flight, writer, bar, job)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
     return rows
 
 
@@ -321,23 +305,26 @@ def score_file(
     scorer: Scorer | None = None,
     explain: bool = False,
     k: int = 3,
-    engine: str = "pandas",
+    engine: str | EngineChoice = "pandas",
     scheduler: str | None = None,
     batch_size: int = DEFAULT_BATCH_ROWS,
     progress: bool = True,
-    n_workers: int = 2,
+    n_workers: int | None = None,
     processes: bool = True,
 ) -> ScoreFileResult:
     """Score ``input`` (a features-built Parquet file) into ``out`` with ``scorer`` (default: the champions).
 
-    ``engine="dask"`` runs on the cluster at ``scheduler`` (its workers must be able to read ``input``),
-    or on a LocalCluster of ``n_workers`` when no address is given.
+    ``engine`` is an :class:`~safetyml.engine.EngineChoice` or a name resolved by
+    :func:`safetyml.engine.resolve` with ``scheduler``, ``n_workers`` and ``processes``: ``"dask"`` runs
+    on the cluster at the scheduler address (its workers must be able to read ``input``), or on a
+    LocalCluster sized to the machine when there is none.
     """
-    if engine not in ("pandas", "dask"):
-        raise ValueError(f"--engine must be pandas or dask, not {engine!r}")
-    if engine == "dask":  # before loading the models: name the extra to install
-        ensure("dask", "dask")
-        ensure("distributed", "dask")
+    # resolved before loading the models, so a missing extra is named up front
+    choice = (
+        engine
+        if isinstance(engine, EngineChoice)
+        else resolve(engine, scheduler, n_workers=n_workers, processes=processes)
+    )
     input, out = Path(input), Path(out)
     if not input.exists():
         raise FileNotFoundError(f"input file {input} does not exist")
@@ -362,14 +349,12 @@ def score_file(
     tmp = out.with_name(out.name + ".partial")
     started = time.perf_counter()
     with pq.ParquetWriter(tmp, schema) as writer:
-        if engine == "pandas":
-            rows = _pandas_engine(scorer, task, source, schema, writer, explain, k, batch_size, progress)
+        if choice.is_dask:
+            rows = _dask_engine(scorer, task, input, schema, writer, explain, k, choice, progress)
         else:
-            rows = _dask_engine(
-                scorer, task, input, schema, writer, explain, k, scheduler, progress, n_workers, processes
-            )
+            rows = _pandas_engine(scorer, task, source, schema, writer, explain, k, batch_size, progress)
     tmp.replace(out)
-    return ScoreFileResult(task, engine, rows, time.perf_counter() - started, out)
+    return ScoreFileResult(task, choice.engine, rows, time.perf_counter() - started, out)
 
 
 def _champion_scorer(task: str) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from safetyml.cli.common import fail
+from safetyml.cli.common import engine_choice, engine_option, fail, scheduler_option
 from safetyml.tasks import TASKS
 
 console = Console()
@@ -30,6 +30,8 @@ def score_zones(
         None, "--config", help="YAML overriding the zone settings (tiers, bands…)."
     ),
     no_mlflow: bool = typer.Option(False, "--no-mlflow", help="Do not log the outputs to MLflow."),
+    engine: str = engine_option(),
+    scheduler: str | None = scheduler_option(),
 ) -> None:
     """Zone risk map: expected and observed incident risk per H3 zone and time band, Gi* hotspots, drivers."""
     from safetyml.batch.zone_config import ZoneConfig
@@ -38,6 +40,7 @@ def score_zones(
     from safetyml.cities import UnknownCityError
     from safetyml.tables import ContractError
 
+    engine_choice(engine, scheduler, pandas_only=("score-zones", "zone maps on Dask are not built yet"))
     try:
         parse_window(window)
         settings = ZoneConfig.from_yaml(config) if config else ZoneConfig()
@@ -63,11 +66,11 @@ def score_file(
     ),
     out: Path = typer.Option(..., "--out", help="Parquet file to write: key columns + scores."),
     explain: bool = typer.Option(False, "--explain", help="Add reason codes (a JSON list per row)."),
-    engine: str = typer.Option("pandas", "--engine", help="pandas (chunked, one process) or dask."),
-    scheduler: str | None = typer.Option(
-        None, "--scheduler", help="Dask scheduler address (tcp://host:8786); default: a LocalCluster."
+    engine: str = engine_option(),
+    scheduler: str | None = scheduler_option(),
+    workers: int | None = typer.Option(
+        None, "--workers", help="LocalCluster workers when no scheduler is given (default: one per core)."
     ),
-    workers: int = typer.Option(2, "--workers", help="LocalCluster workers when no --scheduler is given."),
     batch_rows: int = typer.Option(131_072, "--batch-rows", help="Rows per chunk of the pandas engine."),
 ) -> None:
     """Score a features file in chunks with the champion model (the same scorer as the service)."""
@@ -76,21 +79,9 @@ def score_file(
 
     if task not in TASKS:
         fail(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    if engine not in ("pandas", "dask"):
-        fail(f"--engine must be pandas or dask, not {engine!r}")
-    if scheduler and engine != "dask":
-        fail("--scheduler needs --engine dask")
+    choice = engine_choice(engine, scheduler, n_workers=workers)
     try:
-        result = run(
-            task,
-            input,
-            out,
-            explain=explain,
-            engine=engine,
-            scheduler=scheduler,
-            batch_size=batch_rows,
-            n_workers=workers,
-        )
+        result = run(task, input, out, explain=explain, engine=choice, batch_size=batch_rows)
     except (ValueError, FileNotFoundError, MissingExtraError) as exc:
         fail(str(exc))
     console.print(str(result))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from safetyml.engine import EngineChoice
 
 _err = Console(stderr=True)
 
@@ -16,3 +19,40 @@ def fail(message: str, code: int = 2) -> NoReturn:
     # the message is text, not markup: "safetyml[dask]" or a list repr must print as written
     _err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def engine_option() -> Any:
+    """The ``--engine`` option every heavy command takes (resolved by :func:`engine_choice`)."""
+    return typer.Option(
+        "pandas",
+        "--engine",
+        help="pandas (one process, the default) or dask (a cluster; needs safetyml[dask]).",
+    )
+
+
+def scheduler_option() -> Any:
+    """The ``--scheduler`` option that goes with ``--engine dask``."""
+    return typer.Option(
+        None,
+        "--scheduler",
+        help="Dask scheduler address (tcp://host:8786; default DASK_SCHEDULER_ADDRESS, else a LocalCluster "
+        "of one process per core on 127.0.0.1).",
+    )
+
+
+def engine_choice(
+    engine: str, scheduler: str | None, *, pandas_only: tuple[str, str] | None = None, **kwargs: Any
+) -> EngineChoice:
+    """Resolve the engine flags through :mod:`safetyml.engine`, turning a bad flag or a missing extra into
+    an actionable CLI error. ``pandas_only=(command, why)`` refuses ``--engine dask`` for a command that
+    has no Dask path yet, rather than pretending to run on it."""
+    from safetyml._optional import MissingExtraError
+    from safetyml.engine import EngineError, resolve
+
+    try:
+        choice = resolve(engine, scheduler, **kwargs)
+        if pandas_only is not None:
+            choice.refuse_dask(*pandas_only)
+    except (EngineError, MissingExtraError) as exc:
+        fail(str(exc))
+    return choice

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from safetyml.cli.common import fail
+from safetyml.cli.common import engine_choice, engine_option, fail, scheduler_option
 
 console = Console()
 features_app = typer.Typer(
@@ -88,11 +88,16 @@ def build(
     features_dir: Path | None = typer.Option(
         None, "--features-dir", help="Definitions folder (default features/)."
     ),
+    engine: str = engine_option(),
+    scheduler: str | None = scheduler_option(),
 ) -> None:
     """Build a training frame (keys, as_of, label, features) and write it as Parquet."""
     from safetyml.features.frames import build_frame
     from safetyml.tasks import TASKS
 
+    engine_choice(
+        engine, scheduler, pandas_only=("features build", "the Dask feature engine is not built yet")
+    )
     if task not in TASKS:
         fail(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     fs = _feature_set(features_dir)
@@ -135,10 +140,15 @@ def materialize_cmd(
     features_dir: Path | None = typer.Option(
         None, "--features-dir", help="Definitions folder (default features/)."
     ),
+    engine: str = engine_option(),
+    scheduler: str | None = scheduler_option(),
 ) -> None:
     """Write the latest feature vector of every rider, merchant and zone to the online store."""
     import pandas as pd
 
+    engine_choice(
+        engine, scheduler, pandas_only=("features materialize", "the Dask feature engine is not built yet")
+    )
     from safetyml.features.online import OnlineStore, materialize
 
     stamp = None

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from safetyml.cli.common import fail
+from safetyml.cli.common import engine_choice, engine_option, fail, scheduler_option
 
 console = Console()
 experiment_app = typer.Typer(
@@ -25,8 +25,13 @@ def train(
     trials: int | None = typer.Option(None, "--trials", help="Optuna trials (default from the config)."),
     timeout: float | None = typer.Option(None, "--timeout", help="Stop tuning after this many seconds."),
     seed: int = typer.Option(0, "--seed", help="Seed: same data, config and seed give the same model."),
+    engine: str = engine_option(),
+    scheduler: str | None = scheduler_option(),
 ) -> None:
     """Tune, train, calibrate and evaluate a model; log it to MLflow and register it as challenger."""
+    engine_choice(
+        engine, scheduler, pandas_only=("train", "distributed training (lightgbm.dask) is not built yet")
+    )
     from safetyml.training.config import TASKS, TrainingConfigError
     from safetyml.training.pipeline import train as run_training
     from safetyml.training.split import SplitError
