@@ -89,3 +89,18 @@ def test_fit_delays_names_what_is_missing():
         fit_delays(incidents.drop(columns="type"), pd.Series("BR", index=incidents.index), AS_OF)
     with pytest.raises(NowcastError, match="at least 10"):
         fit_delays(incidents.iloc[:3], pd.Series("BR", index=incidents.index[:3]), AS_OF)
+
+
+def test_trip_shares_and_corrected_counts_for_counts_over_scored_trips():
+    """The zone map's correction: shares fall for recent trips; known / weighted share, NB interval."""
+    from safetyml.monitoring.nowcast import corrected_counts, trip_reported_share
+
+    trips, incidents = _world(2)
+    recent = trips["requested_at"].iloc[[-1, -500, -5000, -15000]]
+    share = trip_reported_share(recent, incidents, AS_OF, trips)
+    assert share[0] < 0.05 and np.all(np.diff(share) > 0) and share[-1] > 0.9
+    corrected, lo, hi = corrected_counts(
+        np.array([10, 0, 5]), np.array([20.0, 4.0, 5.0]), np.array([10.0, 2.0, 5.0])
+    )
+    np.testing.assert_allclose(corrected, [20.0, 0.0, 5.0])  # half reported → twice the known count
+    assert lo[0] >= 10 and hi[0] > 20 and hi[1] > 0 and lo[2] == hi[2] == 5  # fully reported: no interval

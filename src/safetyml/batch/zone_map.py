@@ -61,13 +61,25 @@ def _drivers_text(drivers: object) -> str:
     return "; ".join(str(d.get("description") or d.get("group")) for d in items if isinstance(d, dict))
 
 
+def _corrected(row: object) -> str:
+    """The delay-corrected count and interval, in brackets, when the zone table has them (else "")."""
+    get = row.get if isinstance(row, pd.Series) else lambda key, default=None: getattr(row, key, default)
+    corrected = get("observed_corrected", None)
+    if corrected is None or not np.isfinite(corrected):
+        return ""
+    return (
+        f" (delay-corrected {corrected:.1f} [{get('observed_corrected_low', 0):.0f}–"
+        f"{get('observed_corrected_high', 0):.0f}])"
+    )
+
+
 def _tooltip(row: pd.Series) -> str:
     lines = [
         f"{row['h3']} · {row['city']} · {row['band']}",
         f"tier: {row['tier']}{'  ⚑ HOTSPOT' if bool(row['flagged']) else ''}",
         f"risk multiplier vs city: {row['risk_ratio']:.2f}×",
         f"window: {int(row['trips']):,} trips, expected incidents {row['expected_incidents']:.2f} "
-        f"(mean risk {row['expected_rate']:.2%}), observed {int(row['observed_incidents'])}",
+        f"(mean risk {row['expected_rate']:.2%}), observed {int(row['observed_incidents'])}{_corrected(row)}",
         f"evidence: {int(row['evidence_trips']):,} trips, {int(row['evidence_incidents'])} incidents "
         f"vs {row['evidence_expected']:.1f} expected (q = {row['own_q']:.3g})",
         f"Gi* z = {row['gi_z']:.2f}, FDR q = {row['gi_q']:.3g}",
@@ -181,7 +193,7 @@ def render_zone_map(zones: pd.DataFrame, title: str = "Zone risk map", subtitle:
         rows = panel[panel["flagged"].astype(bool)].sort_values("risk_ratio", ascending=False)
         table = "".join(
             f"<tr><td>{html.escape(str(r.h3))}</td><td>{html.escape(str(r.tier))}</td><td>{r.risk_ratio:.2f}</td>"
-            f"<td>{int(r.trips):,}</td><td>{r.expected_incidents:.1f}</td><td>{int(r.observed_incidents)}</td>"
+            f"<td>{int(r.trips):,}</td><td>{r.expected_incidents:.1f}</td><td>{int(r.observed_incidents)}{_corrected(r)}</td>"
             f"<td>{int(r.evidence_incidents)} / {r.evidence_expected:.1f}</td><td>{r.gi_z:.2f}</td>"
             f"<td>{html.escape(_drivers_text(r.drivers) if 'drivers' in rows else '')}</td></tr>"
             for r in rows.itertuples()
@@ -190,7 +202,8 @@ def render_zone_map(zones: pd.DataFrame, title: str = "Zone risk map", subtitle:
             f'<div class="panel" id="{pid}">{_panel_svg(panel.reset_index(drop=True))}'
             f"<h3>Hotspots: {html.escape(str(city))}, {html.escape(str(band))}</h3>"
             "<table><tr><th>zone</th><th>tier</th><th>risk multiplier</th><th>trips (window)</th>"
-            "<th>expected (window)</th><th>observed (window)</th><th>evidence incidents / expected</th>"
+            "<th>expected (window)</th><th>observed (window; delay-corrected)</th>"
+            "<th>evidence incidents / expected</th>"
             f"<th>Gi* z</th><th>main drivers</th></tr>{table}</table></div>"
         )
     return (

@@ -45,6 +45,7 @@ from safetyml.batch.recovery import recovery
 from safetyml.batch.zone_config import ZoneConfig
 from safetyml.features.definitions import window_ns
 from safetyml.features.request import local_hour_weekday
+from safetyml.monitoring.nowcast import NowcastError, corrected_counts, trip_reported_share
 from safetyml.tasks import INCIDENT_RISK
 from safetyml.values import utc_timestamp
 
@@ -65,6 +66,9 @@ ZONE_COLUMNS = (
     "expected_rate",
     "observed_incidents",
     "observed_rate",
+    "observed_corrected",
+    "observed_corrected_low",
+    "observed_corrected_high",
     "evidence_trips",
     "evidence_incidents",
     "evidence_expected",
@@ -124,6 +128,8 @@ def aggregate_zones(trips: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
         probability=trips["probability"].to_numpy(dtype="float64")[rows],
         observed=trips["observed"].to_numpy(dtype="float64")[rows],
     )
+    if "reported" in trips:  # probability × share of the trip's incidents reported by as_of
+        frame["reported"] = trips["reported"].to_numpy(dtype="float64")[rows]
     zones = (
         frame.groupby(["city", "band", "h3"], sort=True)
         .agg(
@@ -137,6 +143,17 @@ def aggregate_zones(trips: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
     zones["observed_incidents"] = zones["observed_incidents"].astype("int64")
     zones["expected_rate"] = zones["expected_incidents"] / zones["trips"]
     zones["observed_rate"] = zones["observed_incidents"] / zones["trips"]
+    # observed counts corrected for incidents not reported yet (monitoring's nowcast); raw counts kept
+    expected = zones["expected_incidents"].to_numpy()
+    reported = (
+        frame.groupby(["city", "band", "h3"], sort=True)["reported"].sum().to_numpy()
+        if "reported" in frame
+        else expected
+    )
+    corrected, low, high = corrected_counts(zones["observed_incidents"].to_numpy(), expected, reported)
+    zones["observed_corrected"] = corrected
+    zones["observed_corrected_low"] = low
+    zones["observed_corrected_high"] = high
     return zones
 
 
@@ -216,7 +233,15 @@ def add_hotspots(window_zones: pd.DataFrame, evidence: pd.DataFrame) -> pd.DataF
     zones = evidence.merge(window_zones, on=keys, how="outer", sort=True)
     for col in ("trips", "observed_incidents", "evidence_trips", "evidence_incidents"):
         zones[col] = zones[col].fillna(0).astype("int64")
-    for col in ("expected_incidents", "expected_rate", "observed_rate", "evidence_expected"):
+    for col in (
+        "expected_incidents",
+        "expected_rate",
+        "observed_rate",
+        "evidence_expected",
+        "observed_corrected",
+        "observed_corrected_low",
+        "observed_corrected_high",
+    ):
         zones[col] = zones[col].fillna(0.0).astype("float64")
     zones["risk_ratio"] = zones["risk_ratio"].fillna(1.0)
     zones["gi_z"] = zones["gi_z"].fillna(0.0)
@@ -392,12 +417,23 @@ def zone_table(
             "observed": observed,
         }
     )
+    if incidents is not None:
+        trips["reported"] = trips["probability"] * _reported_share(frame, incidents, as_of)
     trips["band"] = time_band(frame["as_of"], frame["city"], config)
     members = band_memberships(trips, config)
     ev = evidence.assign(band=time_band(evidence["as_of"], evidence["city"], config))
     zones = add_hotspots(aggregate_zones(trips, members), zone_evidence(ev, config))
     zones["drivers"] = zone_drivers(zones, members, model, frame, fs, config)
     return zones.loc[:, list(ZONE_COLUMNS)]
+
+
+def _reported_share(frame: pd.DataFrame, incidents: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
+    """Expected share of each window trip's incidents reported by as_of (1 when delays cannot be learnt)."""
+    try:
+        return trip_reported_share(frame["as_of"], incidents, as_of)
+    except NowcastError as exc:
+        log.warning("observed counts not delay-corrected: %s", exc)
+        return np.ones(len(frame))
 
 
 def write_outputs(zones: pd.DataFrame, out: Path, title: str, subtitle: str) -> dict[str, Path]:

@@ -48,6 +48,9 @@ class StabilityConfig(_Strict):
     bands: tuple[float, float] = Field((0.1, 0.25), description="the usual PSI bands: moderate, major")
     min_rows: int = Field(50, ge=1, description="slices with fewer rows are reported but never flagged")
     top_movers: int = Field(5, ge=1)
+    exclude: list[str] = Field(
+        default_factory=list, description="features not checked (e.g. ones that grow with time by design)"
+    )
 
 
 class PerformanceConfig(_Strict):

@@ -179,21 +179,67 @@ def _mid_p_bound(q: float, r: np.ndarray, p: np.ndarray, lower: bool) -> np.ndar
 
 
 def _hour_profile(
-    t_ns: np.ndarray, city: np.ndarray, o_ns: np.ndarray, inc_city: np.ndarray, lo: int, hi: int
-) -> dict[str, np.ndarray]:
-    """Incidents per trip by UTC hour of day per city over [lo, hi), shrunk to the city's mean rate."""
-    out = {}
-    trip_hour = (t_ns // HOUR_NS) % 24
-    inc_hour = (o_ns // HOUR_NS) % 24
-    in_trips = (t_ns >= lo) & (t_ns < hi)
-    in_inc = (o_ns >= lo) & (o_ns < hi)
-    for c in np.unique(city):
-        trips_h = np.bincount(trip_hour[in_trips & (city == c)], minlength=24).astype("float64")
-        inc_h = np.bincount(inc_hour[in_inc & (inc_city == c)], minlength=24).astype("float64")
-        mean = (inc_h.sum() + 0.5) / max(trips_h.sum(), 1.0)
-        prior = 200.0  # trips' worth of the city's mean rate in each hour
-        out[str(c)] = (inc_h + prior * mean) / (trips_h + prior)
-    return out
+    t_code: np.ndarray, t_hour: np.ndarray, o_code: np.ndarray, o_hour: np.ndarray, n_cities: int
+) -> np.ndarray:
+    """Incidents per trip by UTC hour of day per city (cities × 24), shrunk to the city's mean rate."""
+    trips_h = (
+        np.bincount(t_code * 24 + t_hour, minlength=n_cities * 24).reshape(n_cities, 24).astype("float64")
+    )
+    valid = o_code >= 0
+    inc_h = np.bincount(o_code[valid] * 24 + o_hour[valid], minlength=n_cities * 24).reshape(n_cities, 24)
+    mean = (inc_h.sum(axis=1, keepdims=True) + 0.5) / np.maximum(trips_h.sum(axis=1, keepdims=True), 1.0)
+    prior = 200.0  # trips' worth of the city's mean rate in each hour
+    return (inc_h + prior * mean) / (trips_h + prior)
+
+
+def incident_offset(incidents: pd.DataFrame, trips: pd.DataFrame) -> int:
+    """Median time (ns) from a trip's request to its incident, over incidents linked to these trips."""
+    if "trip_id" not in incidents.columns or "trip_id" not in trips.columns:
+        return 0
+    linked = (
+        incidents[["trip_id", "occurred_at"]].dropna().merge(trips[["trip_id", "requested_at"]], on="trip_id")
+    )
+    if linked.empty:
+        return 0
+    return max(int((linked["occurred_at"] - linked["requested_at"]).median().value), 0)
+
+
+def trip_reported_share(
+    requested_at: pd.Series,
+    incidents: pd.DataFrame,
+    as_of: pd.Timestamp,
+    trips: pd.DataFrame | None = None,
+    lookback_days: int = 120,
+) -> np.ndarray:
+    """Expected share of each trip's incidents already reported at ``as_of`` (pooled delay distribution).
+
+    For counts over trips scored by a model (a zone's window), weigh these shares by the trips'
+    probabilities and divide the known count by the result: see :func:`corrected_counts`.
+    """
+    as_of = pd.Timestamp(as_of)
+    delays = fit_delays(
+        incidents, pd.Series("*", index=incidents.index), as_of, lookback_days, min_incidents=10**12
+    )
+    offset = incident_offset(incidents, trips) if trips is not None else 0
+    t_ns = pd.to_datetime(requested_at, utc=True).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return delays.reported_share("*|*", (as_of.value - t_ns - offset).astype("float64"))
+
+
+def corrected_counts(
+    known: np.ndarray, expected: np.ndarray, expected_reported: np.ndarray, level: float = 0.9
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Delay-corrected counts and interval: ``expected_reported / expected`` is the share reported so far.
+
+    ``expected`` is the sum of the trips' probabilities, ``expected_reported`` the same weighted by each
+    trip's reported share (:func:`trip_reported_share`).
+    """
+    share = np.where(
+        np.asarray(expected) > 0,
+        np.asarray(expected_reported) / np.maximum(np.asarray(expected), 1e-300),
+        1.0,
+    )
+    corrected, _, lo, hi = nb_interval(known, share, level)
+    return corrected, lo, hi
 
 
 def nowcast_cells(
@@ -220,79 +266,86 @@ def nowcast_cells(
     as_of = pd.Timestamp(as_of)
     start = (as_of - pd.Timedelta(days=days)).floor("D")
     t_ns = trips["requested_at"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    city_all = trips["city"].astype("str").to_numpy()
+    t_code, city_names = pd.factorize(trips["city"].astype("str"), sort=True)
+    n_cities = len(city_names)
     inc = incidents[(incidents["severity"] >= min_severity) & incidents["city"].notna()]
     o_ns = inc["occurred_at"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
     r_ns = inc["reported_at"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    inc_city = inc["city"].astype("str").to_numpy()
-    inc_type = inc["type"].astype("str").to_numpy()
+    o_code = pd.Index(city_names).get_indexer(inc["city"].astype("str"))
+    type_code, type_names = pd.factorize(inc["type"].astype("str"), sort=True)
     hist_end = as_of.value - mature_days * DAY_NS
     hist_start = hist_end - 90 * DAY_NS
     in_hist = (o_ns >= hist_start) & (o_ns < hist_end) & (r_ns <= as_of.value)
-    # median time from request to incident, over the history's incidents linked to a trip
-    offset = 0
-    if "trip_id" in inc.columns and "trip_id" in trips.columns:
-        linked = (
-            inc.loc[in_hist, ["trip_id", "occurred_at"]]
-            .dropna()
-            .merge(trips[["trip_id", "requested_at"]], on="trip_id")
-        )
-        if len(linked):
-            offset = int((linked["occurred_at"] - linked["requested_at"]).median().value)
-    occ_ns = t_ns + max(offset, 0)
-    in_window = (occ_ns >= start.value) & (occ_ns < as_of.value)
-    hours = _hour_profile(t_ns, city_all, o_ns[in_hist], inc_city[in_hist], hist_start, hist_end)
-    tr = pd.DataFrame(
-        {
-            "day": pd.to_datetime(occ_ns[in_window]).floor("D").tz_localize("UTC"),
-            "city": city_all[in_window],
-            "elapsed": as_of.value - occ_ns[in_window],
-        }
+    t_hist = (t_ns >= hist_start) & (t_ns < hist_end)
+    occ_ns = t_ns + incident_offset(inc.loc[in_hist], trips.loc[t_hist])
+    hours = _hour_profile(
+        t_code[t_hist],
+        (t_ns[t_hist] // HOUR_NS) % 24,
+        o_code[in_hist],
+        (o_ns[in_hist] // HOUR_NS) % 24,
+        n_cities,
     )
-    hour = (occ_ns[in_window] // HOUR_NS) % 24
-    flat = np.ones(24)
-    tr["w"] = (
-        [hours.get(c, flat)[h] for c, h in zip(tr["city"].to_numpy(), hour, strict=True)] if len(tr) else []
+    win = np.flatnonzero((occ_ns >= start.value) & (occ_ns < as_of.value))
+    day_index = (occ_ns[win] - start.value) // DAY_NS
+    n_days = int(day_index.max()) + 1 if len(win) else 0
+    group = day_index * n_cities + t_code[win]  # (day, city) cell of each window trip
+    n_groups = max(n_days * n_cities, 1)
+    w = hours[t_code[win], (occ_ns[win] // HOUR_NS) % 24]
+    elapsed = (as_of.value - occ_ns[win]).astype("float64")
+    trips_per = np.bincount(group, minlength=n_groups)
+    w_sum = np.bincount(group, weights=w, minlength=n_groups)
+    # history: trips per city and incidents per (city, type)
+    hist_trips = np.maximum(np.bincount(t_code[t_hist], minlength=n_cities).astype("float64"), 1.0)
+    ok = in_hist & (o_code >= 0)
+    hist_inc = np.bincount(
+        o_code[ok] * len(type_names) + type_code[ok], minlength=n_cities * max(len(type_names), 1)
+    ).reshape(n_cities, -1)
+    # known incidents per (day, city, type)
+    keep = (o_ns >= start.value) & (o_ns < as_of.value) & (r_ns <= as_of.value) & (o_code >= 0)
+    k_group = ((o_ns[keep] - start.value) // DAY_NS) * n_cities + o_code[keep]
+    market_of = np.array(
+        [cities.market_of(c) if c in cities.registry() else "*" for c in city_names], dtype=object
     )
-    keep = (o_ns >= start.value) & (o_ns < as_of.value) & (r_ns <= as_of.value)
-    known = (
-        pd.DataFrame(
-            {
-                "day": pd.to_datetime(o_ns[keep]).floor("D").tz_localize("UTC"),
-                "city": inc_city[keep],
-                "type": inc_type[keep],
-            }
-        )
-        .groupby(["day", "city", "type"])
-        .size()
-        .rename("known")
-    )
-    # historical rate per (city, type): incidents per trip over the mature history
-    hist_trips = pd.Series(city_all[(t_ns >= hist_start) & (t_ns < hist_end)]).value_counts()
-    hist_inc = pd.DataFrame({"city": inc_city[in_hist], "type": inc_type[in_hist]}).value_counts()
-    types = sorted(set(model.types()) | set(inc_type))
-    city_market = {c: (cities.market_of(c) if c in cities.registry() else "*") for c in pd.unique(tr["city"])}
-    tr["market"] = tr["city"].map(city_market)
-    base = tr.groupby(["day", "city"], sort=True).size().rename("trips").reset_index()
-    weight_sum = tr.groupby(["day", "city"], sort=True)["w"].sum().to_numpy()
+    m_code, m_names = pd.factorize(market_of)
+    trip_market = m_code[t_code[win]]
+    by_market = {str(m_names[m]): np.flatnonzero(trip_market == m) for m in range(len(m_names))}
+    types = sorted(set(model.types()) | set(type_names))
+    present = np.flatnonzero(trips_per > 0)
     parts = []
     for t in types:
-        # one F(elapsed) pass per delay stratum, then the incident-weighted mean per (day, city)
-        share = np.empty(len(tr))
-        for market, idx in tr.groupby("market").indices.items():
-            share[idx] = model.reported_share(model.stratum(t, market), tr["elapsed"].to_numpy()[idx])
-        weighted = tr.assign(_s=share * tr["w"].to_numpy()).groupby(["day", "city"], sort=True)["_s"].sum()
-        part = base.assign(type=t, reported_share=weighted.to_numpy() / np.maximum(weight_sum, 1e-300))
-        rate = part["city"].map(
-            lambda c, t=t: (float(hist_inc.get((c, t), 0)) + 0.5) / max(float(hist_trips.get(c, 0)), 1.0)
+        share = np.empty(len(win))
+        for market, idx in by_market.items():
+            share[idx] = model.reported_share(model.stratum(t, market), elapsed[idx])
+        mean = np.bincount(group, weights=share * w, minlength=n_groups) / np.maximum(w_sum, 1e-300)
+        tcode = int(np.searchsorted(type_names, t)) if t in set(type_names) else -1
+        known = (
+            np.bincount(k_group[type_code[keep] == tcode], minlength=n_groups)
+            if tcode >= 0
+            else np.zeros(n_groups)
         )
-        part["weight"] = part["trips"] * rate.to_numpy(dtype="float64")
-        parts.append(part)
-    cells = pd.concat(parts, ignore_index=True).sort_values(["day", "city", "type"], kind="stable")
-    cells = cells[["day", "city", "type", "trips", "reported_share", "weight"]].reset_index(drop=True)
-    cells = cells.merge(known.reset_index(), on=["day", "city", "type"], how="left")
-    cells["known"] = cells["known"].fillna(0).astype("int64")
-    return cells
+        city_idx = present % n_cities
+        rate = ((hist_inc[city_idx, tcode] if tcode >= 0 else np.zeros(len(present))) + 0.5) / hist_trips[
+            city_idx
+        ]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "day": start + pd.to_timedelta(present // n_cities, unit="D"),
+                    "city": np.asarray(city_names)[city_idx],
+                    "type": t,
+                    "trips": trips_per[present],
+                    "reported_share": mean[present],
+                    "weight": trips_per[present] * rate,
+                    "known": known[present].astype("int64"),
+                }
+            )
+        )
+    cells = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["day", "city", "type", "trips", "reported_share", "weight", "known"])
+    )
+    return cells.sort_values(["day", "city", "type"], kind="stable").reset_index(drop=True)
 
 
 def aggregate(cells: pd.DataFrame, by: list[str], level: float = 0.9) -> pd.DataFrame:

@@ -46,11 +46,12 @@ def _auc_ap(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ece_bins(p: np.ndarray, bins: int) -> np.ndarray:
-    """Equal-frequency bin of each row, as in :func:`safetyml.training.metrics.expected_calibration_error`."""
-    order = np.argsort(p, kind="stable")
-    sizes = [len(chunk) for chunk in np.array_split(order, min(bins, len(p)))]
+    """Bin of each row: the training metrics' equal-count bins (those of the ECE they report)."""
+    from safetyml.training.metrics import equal_count_bins
+
     out = np.empty(len(p), dtype=np.int64)
-    out[order] = np.repeat(np.arange(len(sizes)), sizes)
+    for number, rows in enumerate(equal_count_bins(p, bins)):
+        out[rows] = number
     return out
 
 

@@ -44,7 +44,7 @@ def _ci(row: dict[str, Any], name: str) -> str:
 
 
 def psi_chart(stability: pd.DataFrame) -> str | None:
-    """Score PSI per week and city, and the largest feature CSI per week, with the 0.1/0.25 bands."""
+    """Score PSI per week and city (with the 0.1/0.25 bands), and the share of features flagged."""
     import matplotlib.pyplot as plt
 
     if stability.empty:
@@ -54,13 +54,15 @@ def psi_chart(stability: pd.DataFrame) -> str | None:
     for city, part in score.groupby("city"):
         axes[0].plot(part["period"], part["psi"], marker="o", label=str(city))
     axes[0].set_title("score PSI by week")
-    feats = stability[stability["feature"] != "score"].groupby(["period", "city"])["psi"].max().reset_index()
-    for city, part in feats.groupby("city"):
-        axes[1].plot(part["period"], part["psi"], marker="o", label=str(city))
-    axes[1].set_title("largest feature CSI by week")
+    feats = stability[stability["feature"] != "score"]
+    drifted = feats.groupby(["period", "city"])["drifted"].mean().reset_index()
+    for city, part in drifted.groupby("city"):
+        axes[1].plot(part["period"], part["drifted"], marker="o", label=str(city))
+    axes[1].set_title(f"share of the {feats['feature'].nunique()} features flagged as drifted")
+    axes[1].set_ylim(0, 1)
+    for level, colour in ((0.1, "#e6a100"), (0.25, "#c0392b")):
+        axes[0].axhline(level, color=colour, lw=0.8, ls="--")
     for ax in axes:
-        for level, colour in ((0.1, "#e6a100"), (0.25, "#c0392b")):
-            ax.axhline(level, color=colour, lw=0.8, ls="--")
         ax.tick_params(axis="x", rotation=30)
         ax.legend(fontsize=7)
     return _png(fig)

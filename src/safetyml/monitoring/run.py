@@ -214,6 +214,7 @@ def monitor(
                 bands=cfg.bands,
                 min_rows=cfg.min_rows,
                 progress=progress,
+                exclude=cfg.exclude,
             )
         )
     stability = pd.concat(stab_parts, ignore_index=True) if stab_parts else pd.DataFrame()

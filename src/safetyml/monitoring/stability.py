@@ -250,19 +250,21 @@ def stability_table(
     bands: tuple[float, float] = (0.1, 0.25),
     min_rows: int = 50,
     progress: bool = False,
+    exclude: tuple[str, ...] | list[str] = (),
 ) -> pd.DataFrame:
     """PSI/CSI per (keys…, feature) of ``frame`` against ``profile``.
 
     ``keys`` are columns of ``frame`` that define the slices (e.g. period and city). Columns: the keys,
     feature, rows, psi, p_value, q_value (BH across the features of the slice), band, drifted
     (q < fdr and psi ≥ min_psi and rows ≥ min_rows), and the bin that moved most (``top_bin``).
+    ``exclude`` names profiled columns not to check (e.g. features that grow with time by design).
     """
     from rich.progress import Progress
 
     absent = [k for k in keys if k not in frame.columns]
     if absent:
         raise StabilityError(f"stability: slice column(s) {', '.join(absent)} not in the scored frame")
-    names = [n for n in profile.features if n != SCORE or score is not None]
+    names = [n for n in profile.features if (n != SCORE or score is not None) and n not in exclude]
     lacking = [n for n in names if n != SCORE and n not in frame.columns]
     if lacking:
         raise StabilityError(
