@@ -364,8 +364,9 @@ def test_zone_as_of_floor_computes_zones_as_of_the_start_of_the_hour(tmp_path):
     folder = tmp_path / "features"
     shutil.copytree(paths.features_dir(), folder)
     zone = folder / "zone.yaml"
-    zone.write_text(zone.read_text().replace("entity: zone\n", "entity: zone\nas_of_floor: 1h\n"))
-    floored, exact = load_feature_set(folder), load_feature_set()
+    assert "\nas_of_floor: 1h\n" in zone.read_text()  # the default: zones refresh hourly
+    zone.write_text(zone.read_text().replace("\nas_of_floor: 1h\n", "\n"))
+    floored, exact = load_feature_set(), load_feature_set(folder)
     assert floored.entity_file("zone").as_of_floor == "1h"
     tables = make_tables(1)
     cells = cells_of(tables.trips["pickup_lat"], tables.trips["pickup_lng"]).tolist()
