@@ -1,4 +1,5 @@
-"""Serving commands: ``serve`` starts the BentoML service; ``decisions show|export`` read the audit log."""
+"""Serving commands: ``serve`` starts the BentoML service; ``decisions show|export`` read the audit log
+(``decisions replay|appeal|appeals`` and ``challenger report`` live in :mod:`safetyml.cli.decisions`)."""
 
 from __future__ import annotations
 
@@ -89,10 +90,14 @@ def serve(
 def show(
     decision_id: str = typer.Argument(..., help="The decision_id returned by the service."),
     as_json: bool = typer.Option(False, "--json", help="Print the raw record as JSON."),
+    statement: bool = typer.Option(
+        False, "--statement", help="Print what the rider or merchant is told, in the market's language."
+    ),
 ) -> None:
-    """Print one decision (scores, versions, features, reasons, request) for an appeal review."""
+    """Print one decision (scores, versions, features, reasons, request, appeals) for an appeal review."""
     from rich.table import Table
 
+    from safetyml.cli import decisions as appeals_cli
     from safetyml.scoring.audit import COLUMNS, NESTED_COLUMNS, default_path, get_decision
 
     record = get_decision(decision_id)
@@ -100,6 +105,9 @@ def show(
         fail(f"no decision {decision_id!r} in the audit log {default_path()}")
     if as_json:
         console.print_json(json.dumps(record, default=str))
+        return
+    if statement:
+        appeals_cli.print_statement(record)
         return
     head = Table(show_header=False, title=f"decision {decision_id}")
     for key in COLUMNS[1:]:  # the id is the title
@@ -122,6 +130,7 @@ def show(
         features.add_row(name, _fmt(value))
     console.print(features)
     console.print("request: " + json.dumps(record.get("request"), default=str), highlight=False)
+    appeals_cli.show_appeals(record)
 
 
 def _fmt(value: object) -> str:
@@ -143,3 +152,6 @@ def export(
 def register(app: typer.Typer) -> None:
     app.command()(serve)
     app.add_typer(decisions_app, name="decisions")
+    from safetyml.cli import decisions as appeals_cli  # replay, appeal, appeals; challenger report
+
+    appeals_cli.register(decisions_app, app)

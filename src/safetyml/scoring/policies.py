@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from safetyml import envvars
 from safetyml.errors import SafetymlError, validation_message
-from safetyml.tasks import TASKS, Task
+from safetyml.tasks import MERCHANT_CREDIT, TASKS, Task
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,78 @@ class TaskPolicy(BaseModel):
         return bands
 
 
+MAX_PRINCIPAL_REASONS = 4  # adverse-action practice: at most four specific principal reasons
+_STATEMENT_FIELDS = {"decision_id": "d", "decided_at": "t", "days": 30}
+
+
+class Statement(BaseModel):
+    """What a rider or merchant is told: the action, the principal reasons and how to appeal, in one language.
+
+    ``reasons`` maps a prefix of a reason's feature group (``rider_incidents``, ``dropoff_``) to a phrase;
+    the longest matching prefix wins and ``""`` is the catch-all. Left empty, the reasons' own sentences
+    (English, from features/*.yaml) are used.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: str = Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$", description="BCP 47 tag, e.g. pt-BR")
+    heading: str = Field(min_length=1, description="first line; may use {decision_id} and {decided_at}")
+    actions: dict[Task, dict[Action, str]]
+    reasons_intro: str = Field(min_length=1)
+    reasons: dict[str, str] = Field(default_factory=dict)
+    appeal: str = Field(min_length=1, description="how to appeal; may use {decision_id} and {days}")
+    appeal_days: int = Field(default=30, ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Statement:
+        for task in TASKS:
+            missing = [a for a in ACTIONS if a not in self.actions.get(task, {})]  # type: ignore[call-overload]
+            if missing:
+                raise ValueError(f"statement.actions.{task}: no text for {', '.join(missing)}")
+        for where, text in [("heading", self.heading), ("appeal", self.appeal), *self.reasons.items()]:
+            try:
+                text.format(**_STATEMENT_FIELDS)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"statement {where!r}: placeholder {exc} is not one of {', '.join(_STATEMENT_FIELDS)}"
+                ) from None
+        return self
+
+    def reason_text(self, reason: dict) -> str:
+        """The phrase for one reason code: its group's longest matching prefix, else its own sentence."""
+        if not self.reasons:
+            return str(reason.get("text") or reason.get("feature"))
+        group = str(reason.get("group") or reason.get("feature") or "")
+        best = max((p for p in self.reasons if group.startswith(p)), key=len, default=None)
+        return self.reasons[best] if best is not None else str(reason.get("text") or group)
+
+
+Mode = Literal["shadow", "canary"]
+
+
+class Challenger(BaseModel):
+    """A model run beside the champion in this market: ``shadow`` (scored off the response path, never
+    served) or ``canary`` (serves a sticky ``share`` of requests, chosen by a hash of ``sticky_key``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        pattern=r"^[A-Za-z0-9_.\-]+@[A-Za-z0-9_.\-]+$",
+        description="<registered model>@<alias or version>, e.g. safetyml-incident-risk@challenger",
+    )
+    mode: Mode
+    share: float = Field(default=1.0, gt=0.0, le=1.0, description="share of requests (canary: served by it)")
+    sticky_key: Literal["rider_id", "merchant_id"] = "rider_id"
+
+    @property
+    def registered_name(self) -> str:
+        return self.model.split("@", 1)[0]
+
+    @property
+    def alias(self) -> str:
+        return self.model.split("@", 1)[1]
+
+
 class Policy(BaseModel):
     """One market's policy file."""
 
@@ -70,12 +142,19 @@ class Policy(BaseModel):
     version: str = Field(min_length=1)
     description: str = ""
     tasks: dict[Task, TaskPolicy]
+    statement: Statement | None = None
+    challengers: list[Challenger] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _all_tasks(self) -> Policy:
         missing = [task for task in TASKS if task not in self.tasks]
         if missing:
             raise ValueError(f"tasks: missing policy for {', '.join(missing)}")
+        seen = set()
+        for i, challenger in enumerate(self.challengers):
+            if challenger.model in seen:
+                raise ValueError(f"challengers[{i}].model: {challenger.model} is listed twice")
+            seen.add(challenger.model)
         return self
 
     def decide(self, task: str, probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +200,38 @@ def load_policy(path: Path) -> Policy:
             f"invalid policy file {path}: field market is {policy.market!r} "
             f"but the file is named for {path.stem!r}"
         )
+    _check_challengers(policy, path)
     return policy
+
+
+def task_of_model(registered_name: str) -> Task | None:
+    """The task whose training config registers models under ``registered_name`` (None: no task does)."""
+    from safetyml.training.config import load_training_config
+
+    for task in TASKS:
+        if load_training_config(task).registered_model_name == registered_name:
+            return task
+    return None
+
+
+def _check_challengers(policy: Policy, path: Path) -> None:
+    """Each challenger names a task's registered model, a key that task's requests carry, and the canary
+    shares of a task leave room for the champion."""
+    canary: dict[str, float] = {}
+    for i, challenger in enumerate(policy.challengers):
+        task = task_of_model(challenger.registered_name)
+        where = f"invalid policy file {path}: challengers[{i}]"
+        if task is None:
+            raise PolicyError(
+                f"{where}.model: {challenger.registered_name!r} is not the registered model of any task "
+                "(registered_model_name in training/<task>.yaml)"
+            )
+        if task == MERCHANT_CREDIT and challenger.sticky_key != "merchant_id":
+            raise PolicyError(f"{where}.sticky_key: {task} requests carry merchant_id only")
+        if challenger.mode == "canary":
+            canary[task] = canary.get(task, 0.0) + challenger.share
+            if canary[task] >= 1.0:
+                raise PolicyError(f"{where}.share: canary shares of {task} add up to {canary[task]:g} (< 1)")
 
 
 @dataclass(frozen=True)

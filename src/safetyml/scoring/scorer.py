@@ -110,6 +110,11 @@ def _reason_dict(reason: Any) -> dict[str, Any]:
     return out
 
 
+def reason_dicts(reasons: Any) -> list[dict[str, Any]]:
+    """Reason codes as the plain dicts that responses and the audit log hold (replay builds the same)."""
+    return [_reason_dict(r) for r in reasons]
+
+
 def _decision_fields(
     bundle: ModelBundle,
     task: Task,
@@ -389,10 +394,7 @@ class Scorer:
     ) -> list[dict[str, Any]]:
         from safetyml.explain.reasons import reason_codes
 
-        return [
-            _reason_dict(r)
-            for r in reason_codes(model, row, self.feature_set, k=3, contributions=contributions)[0]
-        ]
+        return reason_dicts(reason_codes(model, row, self.feature_set, k=3, contributions=contributions)[0])
 
     def score_merchant(self, request: MerchantScoreRequest) -> MerchantScoreResponse:
         """Score one merchant's probability of a credit event, with credit score, grade and action."""
