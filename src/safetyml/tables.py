@@ -1,7 +1,13 @@
 """Reading a data folder into validated tables, with a quarantine for invalid rows.
 
-A data folder holds one file per contract table, named after it (``trips.parquet`` or ``trips.csv``),
-plus ``truth/`` when it was simulated. Every command that reads tables goes through :func:`load_tables`.
+A data folder holds one entry per contract table, named after it: a file (``trips.parquet`` or
+``trips.csv``) or a directory of Parquet parts as data lakes write them (``trips/`` or
+``trips.parquet/``, hive-partitioned or not, e.g. ``trips/date=2026-09-01/part-0.parquet``), plus
+``truth/`` when it was simulated. Every command that reads tables goes through :func:`load_tables`
+(pandas) or :func:`load_tables_dask` (Dask); both read a table as the same ordered list of parts
+(:func:`table_parts`, one part per file of a directory or per row group of a single Parquet file) with
+the same reader (:func:`read_part`), and both check every rule of :mod:`safetyml.contract` and write the
+same quarantine.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -91,25 +97,103 @@ class ValidationReport:
 
 
 def table_path(data_dir: Path, name: str) -> Path | None:
-    for suffix in (".parquet", ".csv"):
-        path = data_dir / f"{name}{suffix}"
-        if path.exists():
-            return path
+    """The file or directory holding table ``name`` in ``data_dir`` (None when there is none)."""
+    for candidate in (data_dir / f"{name}.parquet", data_dir / f"{name}.csv", data_dir / name):
+        if candidate.is_file() or (candidate.is_dir() and candidate.suffix != ".csv"):
+            return candidate
     return None
 
 
-def read_raw(data_dir: Path, spec: TableSpec) -> pd.DataFrame:
-    """Read a table's file as it is; a missing optional table is an empty frame with its columns."""
+def _is_data_file(path: Path) -> bool:
+    """A Parquet part of a dataset directory (not ``_SUCCESS``, ``_metadata``, ``.crc`` or hidden files)."""
+    return path.is_file() and not path.name.startswith(("_", ".")) and not path.name.endswith(".crc")
+
+
+def table_files(path: Path) -> list[Path]:
+    """The data files of a table, in a fixed order (sorted relative paths): the file itself, or the Parquet
+    parts under a dataset directory."""
+    if path.is_file():
+        return [path]
+    files = sorted((f for f in path.rglob("*") if _is_data_file(f)), key=lambda f: f.relative_to(path).parts)
+    if not files:
+        raise FileNotFoundError(f"table directory {path} holds no Parquet parts")
+    return files
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of a table read as a unit: a file, or one row group of a Parquet file.
+
+    ``partition`` holds the hive keys of its directories (``date=2026-09-01`` → ``{"date": ...}``).
+    """
+
+    path: Path
+    row_group: int | None = None
+    partition: tuple[tuple[str, str], ...] = ()
+
+
+def _hive_keys(path: Path, root: Path) -> tuple[tuple[str, str], ...]:
+    from urllib.parse import unquote
+
+    keys = []
+    for folder in path.relative_to(root).parts[:-1]:
+        if "=" in folder:
+            key, value = folder.split("=", 1)
+            keys.append((key, unquote(value)))
+    return tuple(keys)
+
+
+def table_parts(data_dir: Path, spec: TableSpec, split_row_groups: bool = False) -> list[Part]:
+    """How a table is cut into parts: one per file of a dataset directory; a single Parquet file is one
+    part, or one per row group with ``split_row_groups`` (the Dask engine); an absent optional table is
+    no part at all."""
+    import pyarrow.parquet as pq
+
     path = table_path(data_dir, spec.name)
     if path is None:
         if spec.required:
-            expected = f"{spec.name}.parquet or {spec.name}.csv"
+            expected = f"{spec.name}.parquet or {spec.name}.csv (or a folder {spec.name}/ of Parquet parts)"
             raise FileNotFoundError(f"table {spec.name!r} not found in {data_dir}: expected {expected}")
         log.warning("optional table %s is absent from %s; using an empty table", spec.name, data_dir)
-        return pd.DataFrame({c.name: pd.Series(dtype=object) for c in spec.columns if c.required})
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path, dtype={c.name: "str" for c in spec.columns if c.kind in ("id", "string")})
+        return []
+    if path.is_file():
+        if split_row_groups and path.suffix == ".parquet":
+            groups = pq.ParquetFile(path).metadata.num_row_groups
+            return [Part(path, group) for group in range(groups)] or [Part(path)]
+        return [Part(path)]
+    return [Part(file, None, _hive_keys(file, path)) for file in table_files(path)]
+
+
+def read_part(part: Part, spec: TableSpec) -> pd.DataFrame:
+    """Read one part as it is. Hive keys that are contract columns (e.g. ``city=``) become string columns;
+    other keys (e.g. ``date=``) only lay the files out and are not added."""
+    path = part.path
+    if path.suffix == ".csv":
+        df = pd.read_csv(path, dtype={c.name: "str" for c in spec.columns if c.kind in ("id", "string")})
+    elif part.row_group is not None:
+        import pyarrow.parquet as pq
+
+        df = pq.ParquetFile(path).read_row_group(part.row_group).to_pandas()
+    else:
+        df = pd.read_parquet(path)
+    contract_columns = set(spec.column_names)
+    for key, value in part.partition:
+        if key in contract_columns and key not in df.columns:
+            df[key] = pd.Series([value] * len(df), index=df.index, dtype="str")
+    return df
+
+
+def _empty_raw(spec: TableSpec) -> pd.DataFrame:
+    return pd.DataFrame({c.name: pd.Series(dtype=object) for c in spec.columns if c.required})
+
+
+def read_raw(data_dir: Path, spec: TableSpec) -> pd.DataFrame:
+    """Read a table (file or directory of parts) as it is; a missing optional table is an empty frame."""
+    parts = table_parts(data_dir, spec)
+    if not parts:
+        return _empty_raw(spec)
+    frames = [read_part(part, spec) for part in parts]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------- coercion
@@ -173,8 +257,10 @@ def _failure_rows(
 # ---------------------------------------------------------------------------------------------- validation
 
 
-def _schema(spec: TableSpec, present: set[str], parents: dict[str, pd.Index]):
-    """The pandera schema of a table, and the rule name of each check keyed by (column, check number)."""
+def _schema(spec: TableSpec, present: set[str], parents: dict[str, pd.Index], unique: bool = True):
+    """The pandera schema of a table, and the rule name of each check keyed by (column, check number).
+
+    ``unique=False`` leaves key uniqueness out: the Dask engine checks it across partitions instead."""
     import pandera.pandas as pa
 
     columns = {}
@@ -194,7 +280,7 @@ def _schema(spec: TableSpec, present: set[str], parents: dict[str, pd.Index]):
             checks.append(pa.Check.isin(parent_keys, name=f"exists_in_{col.references}"))
         if col.name == "city":
             checks.append(pa.Check.isin(list(cities.registry()), name="known_city_with_time_zone"))
-        columns[col.name] = pa.Column(checks=checks, nullable=col.nullable, unique=col.unique)
+        columns[col.name] = pa.Column(checks=checks, nullable=col.nullable, unique=col.unique and unique)
         names.update({(col.name, number): check.name for number, check in enumerate(checks)})
     frame_checks = [
         pa.Check(lambda df, r=rule: ~(df[r.left] < df[r.right]), name=rule.name) for rule in spec.row_rules
@@ -217,12 +303,16 @@ def _rule_name(
     return str(check)
 
 
-def validate_table(spec: TableSpec, df: pd.DataFrame, parents: dict[str, pd.Index]) -> pd.DataFrame:
-    """All rule violations of one (already coerced) table, as failure rows."""
+def validate_table(
+    spec: TableSpec, df: pd.DataFrame, parents: dict[str, pd.Index], unique: bool = True
+) -> pd.DataFrame:
+    """All rule violations of one (already coerced) table or partition, as failure rows.
+
+    ``parents`` holds, for each referenced table, its valid keys (at least those this table uses)."""
     import pandera.pandas as pa
 
     positional = df.reset_index(drop=True)
-    schema, names = _schema(spec, set(positional.columns), parents)
+    schema, names = _schema(spec, set(positional.columns), parents, unique)
     try:
         schema.validate(positional, lazy=True)
     except pa.errors.SchemaErrors as exc:
@@ -260,6 +350,43 @@ def _finalise(spec: TableSpec, df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def _ordered_failures(spec: TableSpec, failures: list[pd.DataFrame]) -> pd.DataFrame:
+    """The failures of a table in one canonical order, by contract column (row rules last), rule, row, so
+    both engines give the same report and the same ``_reasons`` whatever order the checks ran in."""
+    frames = [f for f in failures if not f.empty]
+    if not frames:
+        return _empty_failures()
+    out = pd.concat(frames, ignore_index=True)
+    rank = {name: number for number, name in enumerate(spec.column_names)}
+    order = out["column"].map(rank).fillna(len(rank)).astype("int64")
+    out = out.assign(_rank=order).sort_values(["_rank", "rule", "row"], kind="stable")
+    return out.drop(columns="_rank").reset_index(drop=True)
+
+
+def check_table(
+    spec: TableSpec, raw: pd.DataFrame, parents: dict[str, pd.Index], unique: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Coerce and validate one table or partition: (coerced rows, positionally indexed; failures)."""
+    df, failures = coerce(spec, raw)
+    df = df.reset_index(drop=True)
+    failures.append(validate_table(spec, df, parents, unique))
+    return df, _ordered_failures(spec, failures)
+
+
+def split_rows(
+    spec: TableSpec, df: pd.DataFrame, failures: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(valid rows with their final types, invalid rows with a ``_reasons`` column) of checked rows."""
+    bad_rows = np.unique(failures["row"].to_numpy().astype("int64"))
+    reasons = (
+        failures.assign(reason=failures["column"] + ":" + failures["rule"])
+        .groupby("row", sort=False)["reason"]
+        .agg("; ".join)
+    )
+    invalid = df.iloc[bad_rows].assign(_reasons=reasons.reindex(bad_rows).to_numpy())
+    return _finalise(spec, df.drop(index=bad_rows)), invalid
+
+
 def check_tables(
     raw: dict[str, pd.DataFrame],
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], pd.DataFrame]:
@@ -275,21 +402,9 @@ def check_tables(
     parents: dict[str, pd.Index] = {}
     for name in TABLE_ORDER:
         spec = TABLES[name]
-        df, failures = coerce(spec, raw[name])
-        df = df.reset_index(drop=True)
-        failures.append(validate_table(spec, df, parents))
-        failures_df = pd.concat(
-            [f for f in failures if not f.empty] or [_empty_failures()], ignore_index=True
-        )
-        all_failures.append(failures_df)
-        bad_rows = np.unique(failures_df["row"].to_numpy().astype("int64"))
-        reasons = (
-            failures_df.assign(reason=failures_df["column"] + ":" + failures_df["rule"])
-            .groupby("row")["reason"]
-            .agg("; ".join)
-        )
-        invalid[name] = df.iloc[bad_rows].assign(_reasons=reasons.reindex(bad_rows).to_numpy())
-        valid[name] = _finalise(spec, df.drop(index=bad_rows))
+        df, failures = check_table(spec, raw[name], parents)
+        all_failures.append(failures)
+        valid[name], invalid[name] = split_rows(spec, df, failures)
         if spec.key:
             parents[name] = pd.Index(valid[name][spec.key].dropna().unique())
     return valid, invalid, pd.concat(all_failures, ignore_index=True)
@@ -336,24 +451,29 @@ def tables_from_frames(
         if spec.name not in raw:
             if spec.required:
                 raise ContractError(f"table {spec.name!r} is missing", _empty_failures())
-            raw[spec.name] = pd.DataFrame(
-                {c.name: pd.Series(dtype=object) for c in spec.columns if c.required}
-            )
+            raw[spec.name] = _empty_raw(spec)
     valid, invalid, failures = check_tables(raw)
     quarantined = {name: len(rows) for name, rows in invalid.items() if len(rows)}
     if quarantined:
         report = ValidationReport(failures=failures, row_counts={n: len(df) for n, df in raw.items()})
-        if on_invalid == "raise":
-            raise ContractError(report.message(), failures)
-        if quarantine_dir is None:
-            raise ValueError("quarantine needs a folder to write invalid rows to")
-        quarantine_dir = Path(quarantine_dir)
-        quarantine_dir.mkdir(parents=True, exist_ok=True)
-        for name, rows in invalid.items():
-            if len(rows):
-                rows.to_parquet(quarantine_dir / f"{name}.parquet", index=False)
-                log.warning("quarantined %d invalid row(s) of %s to %s", len(rows), name, quarantine_dir)
+        _quarantine(report, invalid, on_invalid, quarantine_dir)
     return Tables(**valid, source=source, quarantined=quarantined)
+
+
+def _quarantine(
+    report: ValidationReport, invalid: dict[str, pd.DataFrame], on_invalid: OnInvalid, folder: Path | None
+) -> None:
+    """Raise the report, or write each table's invalid rows (with ``_reasons``) to ``folder/NAME.parquet``."""
+    if on_invalid == "raise":
+        raise ContractError(report.message(), report.failures)
+    if folder is None:
+        raise ValueError("quarantine needs a folder to write invalid rows to")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in invalid.items():
+        if len(rows):
+            rows.to_parquet(folder / f"{name}.parquet", index=False)
+            log.warning("quarantined %d invalid row(s) of %s to %s", len(rows), name, folder)
 
 
 def write_tables(tables: Tables | dict[str, pd.DataFrame], out_dir: Path) -> None:
@@ -363,3 +483,182 @@ def write_tables(tables: Tables | dict[str, pd.DataFrame], out_dir: Path) -> Non
     items = tables.items() if isinstance(tables, Tables) else tables.items()
     for name, df in items:
         df.to_parquet(out_dir / f"{name}.parquet", index=False)
+
+
+# ---------------------------------------------------------------------------------------------- Dask engine
+#
+# The same contract on a cluster. Each part of a table is read, coerced and checked by the same functions
+# as above, on a worker (the checks that look at one row at a time). What needs the whole table is done
+# across partitions: key uniqueness (a hash-partitioned count of the keys) and foreign keys (each child's
+# distinct references, matched against the parent's *valid* keys partition by partition, so only the keys
+# a child uses travel). Row positions are shifted by each partition's offset, so failures, reasons and
+# the quarantine are those of the pandas engine.
+
+
+@dataclass
+class DaskTables:
+    """Validated contract tables as Dask DataFrames (one partition per part), held on the cluster."""
+
+    frames: dict[str, Any]
+    row_counts: dict[str, int]
+    source: Path | None = None
+    quarantined: dict[str, int] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        if name not in TABLES:
+            raise KeyError(f"unknown table {name!r}; contract tables: {', '.join(TABLE_ORDER)}")
+        return self.frames[name]
+
+    def compute(self) -> Tables:
+        """The tables gathered into pandas (small data only: tests, notebooks)."""
+        frames = {name: self.frames[name].compute().reset_index(drop=True) for name in TABLE_ORDER}
+        return Tables(**frames, source=self.source, quarantined=dict(self.quarantined))
+
+
+def _read_and_coerce(part: Part | None, spec: TableSpec) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    raw = _empty_raw(spec) if part is None else read_part(part, spec)
+    df, failures = coerce(spec, raw)
+    return df.reset_index(drop=True), failures
+
+
+def _distinct(coerced: tuple[pd.DataFrame, list[pd.DataFrame]], column: str) -> np.ndarray:
+    df = coerced[0]
+    return df[column].dropna().unique() if column in df.columns else np.array([], dtype=object)
+
+
+def _union(*arrays: np.ndarray) -> pd.Index:
+    values = [a for a in arrays if len(a)]
+    return pd.Index(pd.unique(np.concatenate(values)) if values else np.array([], dtype=object))
+
+
+def _present(valid: pd.DataFrame, column: str, wanted: pd.Index) -> np.ndarray:
+    keys = valid[column]
+    return keys[keys.isin(wanted)].dropna().unique()
+
+
+def _key_column(coerced: tuple[pd.DataFrame, list[pd.DataFrame]], column: str) -> pd.Series:
+    return coerced[0][column].reset_index(drop=True)
+
+
+def _check_partition(
+    coerced: tuple[pd.DataFrame, list[pd.DataFrame]],
+    spec: TableSpec,
+    parents: dict[str, pd.Index],
+    duplicated: pd.Index | None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    """(valid rows, invalid rows, failures with partition-local rows, row count) of one coerced part."""
+    df, failures = coerced
+    failures = list(failures)
+    failures.append(validate_table(spec, df, parents, unique=False))
+    if duplicated is not None and len(duplicated):
+        key = next(c.name for c in spec.columns if c.unique)
+        positions = np.flatnonzero(df[key].isin(duplicated).to_numpy())
+        failures.append(_failure_rows(spec, df, positions, key, _BUILTIN_RULES["field_uniqueness"]))
+    ordered = _ordered_failures(spec, failures)
+    valid, invalid = split_rows(spec, df, ordered)
+    return valid, invalid, ordered, len(df)
+
+
+def _item(value: tuple, number: int | slice) -> Any:
+    return value[number]
+
+
+def _empty_like(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.iloc[:0]
+
+
+def _duplicated_keys(client, coerced: list, column: str):
+    """A future of the keys that occur more than once across all partitions (hash-partitioned counts)."""
+    import dask
+    import dask.dataframe as dd
+
+    series = [client.submit(_key_column, part, column) for part in coerced]
+    meta = client.submit(_empty_like, series[0]).result()
+    # a task-based shuffle: the counts are small, and it keeps the p2p shuffle's log lines out
+    with dask.config.set({"dataframe.convert-string": False, "dataframe.shuffle.method": "tasks"}):
+        keys = dd.from_delayed(series, meta=meta, verify_meta=False)
+        counts = keys.value_counts(split_out=max(1, len(series) // 4))
+        return client.compute(counts[counts > 1].index.to_series(), optimize_graph=False)
+
+
+def check_tables_dask(
+    data_dir: Path, client
+) -> tuple[dict[str, list], dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]:
+    """Check every table of ``data_dir`` on the cluster of ``client``, parents first.
+
+    Returns (futures of each table's valid partitions, invalid rows per table with ``_reasons`` gathered
+    here, all failures with table-wide row positions, raw row counts); the same failures and invalid rows
+    as :func:`check_tables` on the whole tables.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data folder {data_dir} does not exist")
+    parts = {name: table_parts(data_dir, TABLES[name], split_row_groups=True) for name in TABLE_ORDER}
+    valid: dict[str, list] = {}
+    invalid: dict[str, pd.DataFrame] = {}
+    all_failures: list[pd.DataFrame] = []
+    row_counts: dict[str, int] = {}
+    for name in TABLE_ORDER:
+        spec = TABLES[name]
+        coerced = client.map(_read_and_coerce, parts[name] or [None], spec=spec, pure=False)
+        parents = {}
+        for col in spec.columns:
+            if col.references:
+                parent = TABLES[col.references]
+                wanted = client.submit(_union, *client.map(_distinct, coerced, column=col.name, pure=False))
+                found = client.map(_present, valid[parent.name], column=parent.key, wanted=wanted)
+                parents[col.references] = client.submit(_union, *found)
+        unique = [c.name for c in spec.columns if c.unique]
+        duplicated = _duplicated_keys(client, coerced, unique[0]) if unique else None
+        checked = client.map(
+            _check_partition, coerced, spec=spec, parents=parents, duplicated=duplicated, pure=False
+        )
+        valid[name] = client.map(_item, checked, number=0)
+        results = client.gather(client.map(_item, checked, number=slice(1, None)))
+        offset, failures, bad = 0, [], []
+        for rows_invalid, rows_failed, count in results:
+            rows_failed = rows_failed.assign(row=rows_failed["row"] + offset)
+            if not spec.key:
+                rows_failed["key"] = rows_failed["row"].astype("str")
+            failures.append(rows_failed)
+            bad.append(rows_invalid.set_axis(rows_invalid.index + offset))
+            offset += count
+        row_counts[name] = offset
+        all_failures.append(_ordered_failures(spec, failures))
+        invalid[name] = pd.concat(bad) if len(bad) > 1 else bad[0]
+    return valid, invalid, pd.concat(all_failures, ignore_index=True), row_counts
+
+
+def _dask_frames(client, valid: dict[str, list]) -> dict[str, Any]:
+    import dask
+    import dask.dataframe as dd
+
+    frames = {}
+    with dask.config.set({"dataframe.convert-string": False}):
+        for name, futures in valid.items():
+            meta = client.submit(_empty_like, futures[0]).result()
+            frames[name] = dd.from_delayed(futures, meta=meta, verify_meta=False)
+    return frames
+
+
+def validate_dir_dask(data_dir: Path, client) -> ValidationReport:
+    """:func:`validate_dir` on the Dask engine: the same report, tables read and checked on the cluster."""
+    _, _, failures, row_counts = check_tables_dask(data_dir, client)
+    return ValidationReport(failures=failures, row_counts=row_counts)
+
+
+def load_tables_dask(
+    data_dir: Path,
+    client,
+    on_invalid: OnInvalid = "raise",
+    quarantine_dir: Path | None = None,
+) -> DaskTables:
+    """:func:`load_tables` on the Dask engine: the same checks and the same quarantine files; the valid
+    rows stay on the cluster as Dask DataFrames (one partition per file or row group)."""
+    data_dir = Path(data_dir)
+    valid, invalid, failures, row_counts = check_tables_dask(data_dir, client)
+    quarantined = {name: len(rows) for name, rows in invalid.items() if len(rows)}
+    if quarantined:
+        report = ValidationReport(failures=failures, row_counts=row_counts)
+        _quarantine(report, invalid, on_invalid, quarantine_dir or data_dir / "quarantine")
+    return DaskTables(_dask_frames(client, valid), row_counts, source=data_dir, quarantined=quarantined)

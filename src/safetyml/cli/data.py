@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from safetyml.cli.common import fail
+from safetyml.cli.common import engine_choice, engine_option, fail, scheduler_option
 
 console = Console()
 
@@ -53,23 +53,39 @@ def validate(
         None, help="Where quarantined rows go (default DATA/quarantine)."
     ),
     describe: bool = typer.Option(False, "--describe", help="Print the data contract and exit."),
+    engine: str = engine_option(),
+    scheduler: str | None = scheduler_option(),
 ) -> None:
-    """Check a data folder against the data contract."""
+    """Check a data folder (each table a file or a folder of Parquet parts) against the data contract."""
     from safetyml.contract import contract_markdown
-    from safetyml.tables import ContractError, load_tables, validate_dir
+    from safetyml.engine import session
+    from safetyml.tables import (
+        ContractError,
+        load_tables,
+        load_tables_dask,
+        validate_dir,
+        validate_dir_dask,
+    )
 
     if describe:
         console.print(contract_markdown(), markup=False)
         return
     if on_invalid not in ("raise", "quarantine"):
         fail(f"--on-invalid must be raise or quarantine, not {on_invalid!r}")
+    choice = engine_choice(engine, scheduler)
     try:
         if on_invalid == "quarantine":
-            tables = load_tables(data, on_invalid="quarantine", quarantine_dir=quarantine_dir)
-            rows = {name: len(df) for name, df in tables.items()}
+            with session(choice) as client:
+                if client is None:
+                    tables = load_tables(data, on_invalid="quarantine", quarantine_dir=quarantine_dir)
+                    rows = {name: len(df) for name, df in tables.items()}
+                else:
+                    tables = load_tables_dask(data, client, "quarantine", quarantine_dir)
+                    rows = {n: c - tables.quarantined.get(n, 0) for n, c in tables.row_counts.items()}
             quarantined = tables.quarantined
         else:
-            report = validate_dir(data)
+            with session(choice) as client:
+                report = validate_dir(data) if client is None else validate_dir_dask(data, client)
             if not report.ok:
                 summary = report.summary()
                 table = Table("table", "column", "rule", "rows", "example keys", title="Contract violations")

@@ -21,17 +21,18 @@ KEY_COLUMNS = {INCIDENT_RISK: ["trip_id"], MERCHANT_CREDIT: ["merchant_id", "as_
 def data_fingerprint(data_dir: Path) -> str:
     """SHA-256 over the contract tables' files (names and bytes) of a data folder."""
     from safetyml.contract import TABLE_ORDER
-    from safetyml.tables import table_path
+    from safetyml.tables import table_files, table_path
 
     digest = hashlib.sha256()
     for name in TABLE_ORDER:
         path = table_path(Path(data_dir), name)
         if path is None:
             continue
-        digest.update(path.name.encode())
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        for file in table_files(path):  # the file, or each part of a folder of Parquet parts
+            digest.update(file.relative_to(path.parent).as_posix().encode())
+            with file.open("rb") as fh:
+                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    digest.update(chunk)
     return digest.hexdigest()
 
 
