@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 OnInvalid = Literal["raise", "quarantine"]
 TIMESTAMP_DTYPE = "datetime64[ns, UTC]"
+ROW_GROUP_ROWS = 100_000  # rows per Parquet row group of the frames and tables safetyml writes
 _EXAMPLES = 5
 
 
@@ -476,13 +477,20 @@ def _quarantine(
             log.warning("quarantined %d invalid row(s) of %s to %s", len(rows), name, folder)
 
 
+def write_parquet(df: pd.DataFrame, path: Path, row_group_rows: int | None = None) -> None:
+    """Write ``df`` as Parquet without its index, in row groups of at most ``row_group_rows`` rows
+    (default :data:`ROW_GROUP_ROWS`), so readers that go one row group at a time (``score-file``, the Dask
+    engine) hold a bounded number of rows whatever the file's size."""
+    df.to_parquet(path, index=False, row_group_size=row_group_rows or ROW_GROUP_ROWS)
+
+
 def write_tables(tables: Tables | dict[str, pd.DataFrame], out_dir: Path) -> None:
     """Write tables as Parquet, one file per table, deterministically (no pandas index)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = tables.items() if isinstance(tables, Tables) else tables.items()
     for name, df in items:
-        df.to_parquet(out_dir / f"{name}.parquet", index=False)
+        write_parquet(df, out_dir / f"{name}.parquet")
 
 
 # ---------------------------------------------------------------------------------------------- Dask engine

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
@@ -56,3 +58,21 @@ def engine_choice(
     except (EngineError, MissingExtraError) as exc:
         fail(str(exc))
     return choice
+
+
+@contextmanager
+def stage(description: str, console: Console | None = None) -> Iterator[None]:
+    """One stage of a long command on its own line: a spinner and the elapsed time while it runs, a tick
+    and its duration once done (so a long build shows where it is and where the time went)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(finished_text="[green]✓[/]"),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        job = bar.add_task(description, total=1)
+        yield
+        bar.update(job, completed=1)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from safetyml.cli.common import engine_choice, engine_option, fail, scheduler_option
+from safetyml.cli.common import engine_choice, engine_option, fail, scheduler_option, stage
 
 console = Console()
 features_app = typer.Typer(
@@ -93,6 +93,7 @@ def build(
 ) -> None:
     """Build a training frame (keys, as_of, label, features) and write it as Parquet."""
     from safetyml.features.frames import build_frame
+    from safetyml.tables import ROW_GROUP_ROWS, write_parquet
     from safetyml.tasks import TASKS
 
     engine_choice(
@@ -101,9 +102,10 @@ def build(
     if task not in TASKS:
         fail(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     fs = _feature_set(features_dir)
-    tables = _tables(data, on_invalid)
+    with stage(f"reading and validating {data}", console):
+        tables = _tables(data, on_invalid)
     start = time.perf_counter()
-    with console.status(f"building the {task} frame…"):
+    with stage(f"building the {task} frame", console):
         frame = build_frame(
             task,
             tables,
@@ -114,7 +116,8 @@ def build(
         )
     seconds = time.perf_counter() - start
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out, index=False)
+    with stage(f"writing {out} (row groups of {ROW_GROUP_ROWS:,} rows)", console):
+        write_parquet(frame, out)
     positives = int(frame["label"].sum())
     console.print(
         f"{task}: {len(frame):,} rows, {positives:,} positives ({positives / max(len(frame), 1):.2%}), "
@@ -158,9 +161,10 @@ def materialize_cmd(
         except ValueError:
             fail(f"--as-of {as_of!r} is not a timestamp (e.g. 2026-09-01 or 2026-09-01T12:00Z)")
     fs = _feature_set(features_dir)
-    tables = _tables(data, on_invalid)
+    with stage(f"reading and validating {data}", console):
+        tables = _tables(data, on_invalid)
     start = time.perf_counter()
-    with OnlineStore.open(store_path) as store, console.status("materializing…"):
+    with OnlineStore.open(store_path) as store, stage("materializing the online store", console):
         meta = materialize(tables, fs, as_of=stamp, store=store)
     table = Table("entity", "rows", title="online store")
     for entity, rows in meta["rows"].items():
