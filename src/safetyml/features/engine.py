@@ -391,6 +391,10 @@ class RangeMax:
         while 2 ** len(self.levels) <= len(blocks):
             prev, step = self.levels[-1], 2 ** (len(self.levels) - 1)
             self.levels.append(np.maximum(prev[:-step], prev[step:]))
+        self.short = [self.x]  # level j: max over 2**j elements starting at each element (ranges < a block)
+        while 2 ** len(self.short) <= b:
+            prev, step = self.short[-1], 2 ** (len(self.short) - 1)
+            self.short.append(np.maximum(prev, np.concatenate([prev[step:], np.full(step, -np.inf)])))
 
     def query(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         """max(x[start:end]) per range; -inf for an empty range."""
@@ -400,14 +404,14 @@ class RangeMax:
         first_block, last_block = start // b, last // b
         nonempty = end > start
         same = np.flatnonzero(nonempty & (first_block == last_block))
-        if len(same):
-            s, e = start[same], last[same]
-            best = self.x[s].copy()
-            for k in range(1, b):
-                more = s + k <= e
-                if not more.any():
-                    break
-                best[more] = np.maximum(best[more], self.x[s[more] + k])
+        if len(same):  # two overlapping power-of-two spans from the element-level table
+            s, e = start[same], end[same]
+            level = np.floor(np.log2(e - s)).astype(np.int64)
+            best = np.empty(len(same))
+            for j in np.unique(level):
+                rows = np.flatnonzero(level == j)
+                table = self.short[j]
+                best[rows] = np.maximum(table[s[rows]], table[e[rows] - 2**j])
             out[same] = best
         across = np.flatnonzero(nonempty & (first_block < last_block))
         if len(across):
