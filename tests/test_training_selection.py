@@ -220,3 +220,52 @@ def test_selected_list_round_trips_through_the_registry_and_the_scorer(trained_e
     frame = result.test_frame.head(200)
     out = scorer.score_features("merchant_credit", frame.drop(columns=selection.dropped))
     np.testing.assert_array_equal(out["probability"].to_numpy(), model.predict_proba(frame))
+
+
+@pytest.mark.slow
+def test_online_store_materializes_what_the_registered_models_use(trained_env, tmp_path):
+    """Only the champions' columns (and what request features use); the same scores as a full store."""
+    from safetyml.features.definitions import load_feature_set
+    from safetyml.features.online import OnlineStore, materialize, store_columns
+    from safetyml.scoring.scorer import Scorer
+    from safetyml.tables import load_tables
+    from safetyml.training.selection import registered_features
+    from tests.test_scoring_scorer import _requests
+
+    used = registered_features()
+    champions = {t: r.model.features for t, r in trained_env.results.items()}
+    assert used == sorted(set(champions["incident_risk"]) | set(champions["merchant_credit"]))
+    fs, tables = load_feature_set(), load_tables(trained_env.data_dir)
+    needed = store_columns(fs, used)
+    for d in (fs.get(n) for n in used):
+        if d.entity == "trip":
+            assert all(ref in needed[fs.get(ref).entity] for ref in d.spec.references)
+        else:
+            assert d.base in needed[d.entity]
+    stores = {}
+    for label, features in (("full", None), ("used", used)):
+        stores[label] = OnlineStore.open(tmp_path / f"{label}.sqlite")
+        materialize(tables, fs, store=stores[label], features=features)
+    sizes = {}
+    for entity in ("rider", "merchant", "pair", "zone", "city"):
+        full = set(stores["full"].get(entity, []).columns)
+        kept = set(stores["used"].get(entity, []).columns)
+        assert kept == set(needed[entity]) and kept <= full, entity
+        sizes[entity] = (len(kept), len(full))
+    assert sum(k for k, _ in sizes.values()) < sum(f for _, f in sizes.values()), sizes
+    requests = _requests(tables, 30, seed=3)
+    models = {t: r.model for t, r in trained_env.results.items()}
+    scores = {
+        label: [r.probability for r in Scorer(models, store=store, feature_set=fs).score_trips(requests)]
+        for label, store in stores.items()
+    }
+    assert scores["used"] == scores["full"]
+    merchants = [r.merchant_id for r in requests]
+    credit = {
+        label: Scorer(models, store=store, feature_set=fs).merchant_features(
+            [type("R", (), {"merchant_id": m, "as_of": None})() for m in merchants]
+        )[0]
+        for label, store in stores.items()
+    }
+    model = models["merchant_credit"]
+    np.testing.assert_array_equal(model.predict_proba(credit["used"]), model.predict_proba(credit["full"]))

@@ -12,6 +12,7 @@ import json
 import re
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -190,11 +191,18 @@ def default_as_of(tables: Any) -> pd.Timestamp:
     return (max_event_time(tables) + pd.Timedelta(microseconds=1)).ceil("min")
 
 
-def entity_vectors(engine: Any, as_of: pd.Timestamp) -> dict[str, pd.DataFrame]:
-    """Every rider, merchant, zone (seen cells and their neighbours) and city as of one time."""
+def entity_vectors(
+    engine: Any, as_of: pd.Timestamp, columns: dict[str, list[str]] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Every rider, merchant, zone (seen cells and their neighbours) and city as of one time.
+
+    ``columns`` (from :func:`store_columns`) limits each entity's columns; None computes them all.
+    """
     fs = engine.fs
     ev = engine.events
     out: dict[str, pd.DataFrame] = {}
+    if columns is not None:
+        engine = _ColumnLimited(engine, columns)
     for entity, key in (("rider", "rider_id"), ("merchant", "merchant_id")):
         table = ev.riders if entity == "rider" else ev.merchants
         ids = table[key].astype("str").to_numpy()
@@ -236,10 +244,13 @@ def materialize(
     as_of: Any = None,
     store: OnlineStore | None = None,
     engine: Any = None,
+    features: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Write the latest vector of every rider, merchant, zone (and city fallback) as of ``as_of``.
 
-    ``as_of`` defaults to just after the last event in the data. Returns the store's metadata.
+    ``as_of`` defaults to just after the last event in the data. ``features`` (model columns, e.g. the
+    champions' selected lists) limits each entity's columns to what those models need
+    (:func:`store_columns`); None stores every definition. Returns the store's metadata.
     """
     from safetyml.features.engine import FeatureEngine
 
@@ -247,6 +258,40 @@ def materialize(
     stamp = utc_timestamp(default_as_of(tables) if as_of is None else as_of)
     engine = engine or FeatureEngine(tables, fs)
     store = store or OnlineStore.open()
-    for entity, frame in entity_vectors(engine, stamp).items():
+    columns = None if features is None else store_columns(fs, features)
+    for entity, frame in entity_vectors(engine, stamp, columns).items():
         store.write(entity, frame, stamp, fs.version)
     return store.metadata()
+
+
+def store_columns(fs: FeatureSet, features: Iterable[str]) -> dict[str, list[str]]:
+    """The entity columns that model columns ``features`` need, per store entity (``city`` = ``zone``).
+
+    A rider, merchant or pair column is stored under its own name, a pickup/drop-off zone column under
+    its zone name, and a request-time trip feature needs the rider/merchant columns it is computed from.
+    """
+    wanted: dict[str, set[str]] = {entity: set() for entity in ENTITIES}
+    for name in features:
+        d = fs.get(name)
+        if d.entity == "trip":
+            for ref in d.spec.references:
+                wanted[fs.get(ref).entity].add(ref)
+        else:
+            wanted[d.entity].add(d.base)
+    wanted["city"] = set(wanted["zone"])
+    order = {e: [d.name for d in fs.entity_features("zone" if e == "city" else e)] for e in ENTITIES}
+    return {e: [c for c in order[e] if c in wanted[e]] for e in ENTITIES}
+
+
+class _ColumnLimited:
+    """The engine with ``compute`` limited to some columns per entity (an entity with none: ids only)."""
+
+    def __init__(self, engine: Any, columns: dict[str, list[str]]):
+        self._engine, self._columns = engine, columns
+        self.fs, self.events, self.index = engine.fs, engine.events, engine.index
+
+    def compute(self, entity: str, ids: Any, as_of: Any, city: Any = None, codes: Any = None) -> pd.DataFrame:
+        names = self._columns.get(entity, [])  # zone and city rows share the zone columns
+        if not names:
+            return pd.DataFrame(index=pd.RangeIndex(len(ids) if ids is not None else len(codes)))
+        return self._engine.compute(entity, ids, as_of, city=city, names=names, codes=codes)

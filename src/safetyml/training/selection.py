@@ -344,6 +344,25 @@ def run_selection(
     )
 
 
+def registered_features(aliases: Sequence[str] = ("champion", "challenger")) -> list[str] | None:
+    """The union of the feature lists of every task's registered models behind ``aliases``, or None when a
+    task has no champion yet (then its next model may need any column: store them all)."""
+    from safetyml import tracking
+    from safetyml.tasks import TASKS
+
+    names: set[str] = set()
+    for task in TASKS:
+        for alias in aliases:
+            try:
+                model, _ = tracking.load_model(task, alias)
+            except LookupError:
+                if alias == "champion":
+                    return None
+                continue
+            names.update(model.features)
+    return sorted(names)
+
+
 __all__ = [
     "METHOD",
     "SelectionResult",
@@ -352,6 +371,7 @@ __all__ = [
     "feature_list_version",
     "group_permutation_importance",
     "metric_function",
+    "registered_features",
     "run_selection",
     "select_groups",
     "to_float_matrix",
