@@ -1,9 +1,7 @@
-"""The real-time scoring service: a BentoML declaration around :mod:`safetyml.scoring`.
+"""The real-time scoring service (``safetyml serve``): a BentoML declaration around :mod:`safetyml.scoring`.
 
-Start it with ``safetyml serve``. POST routes need ``Authorization: Bearer $SAFETYML_API_TOKEN`` when a token
-is set; ``/healthz``, ``/readyz`` and ``/metadata`` are open. Auth, loading and reloads, error → HTTP status
-and settings live in ``safetyml.scoring`` and ``safetyml.envvars``, tested without a server.
-"""
+Auth, body limits, loading, reloads, audit, error → status and settings live in ``safetyml.scoring`` and
+``safetyml.envvars``, tested without a server."""
 
 from __future__ import annotations
 
@@ -13,7 +11,7 @@ from typing import Any
 
 try:  # in a bento the safetyml source ships beside serving/ instead of being installed
     import safetyml  # noqa: F401
-except ImportError:  # pragma: no cover - only inside a built bento
+except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import bentoml
@@ -25,9 +23,9 @@ from safetyml.envvars import ServeSettings
 from safetyml.errors import SafetymlError
 from safetyml.scoring import schemas as s
 from safetyml.scoring.auth import BearerAuth
-from safetyml.scoring.http import error_response
+from safetyml.scoring.http import RequestLimits, error_response
 from safetyml.scoring.reload import ScorerHost
-from safetyml.scoring.startup import metadata_answer, prepare
+from safetyml.scoring.startup import metadata_answer, prepare, require_request_bodies
 
 SETTINGS = ServeSettings.from_env()
 prepare(SETTINGS)  # logging; an invalid policy file stops start-up here
@@ -45,13 +43,15 @@ def _metadata(_: Any) -> JSONResponse:
     workers=SETTINGS.workers,
     threads=SETTINGS.threads,
     traffic={"timeout": 30},
+    logging={"access": {"enabled": SETTINGS.access_log}},
+    tracing={"sample_rate": SETTINGS.trace_rate},
 )
 @bentoml.asgi_app(Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])]), path="/")
 class SafetyScoring:
     """Serves the champions with the online store and the policies; every decision goes to the audit log."""
 
     def __init__(self) -> None:
-        self.host = _HOST["host"] = ScorerHost.for_service().start()
+        self.host = _HOST["host"] = ScorerHost.for_service(SETTINGS.workers).start()  # loads first
 
     def __is_ready__(self) -> bool:
         return self.host.is_ready()
@@ -82,8 +82,7 @@ class SafetyScoring:
     @bentoml.api(input_spec=s.MerchantScoreRequest)
     def score_merchant(self, **fields: Any) -> s.MerchantScoreResponse:
         """Score one merchant: probability of default, credit score, grade, reasons, action."""
-        request = s.MerchantScoreRequest.model_construct(**fields)
-        return self._answer(lambda scorer: scorer.score_merchant(request))
+        return self._answer(lambda sc: sc.score_merchant(s.MerchantScoreRequest.model_construct(**fields)))
 
     @bentoml.api(input_spec=s.MerchantBatchRequest)
     def score_merchants(self, items: list[s.MerchantScoreRequest]) -> s.MerchantBatchResponse:
@@ -96,4 +95,6 @@ class SafetyScoring:
         return self._answer(lambda _: s.ReloadResponse(**self.host.reload(alias)))
 
 
-SafetyScoring.add_asgi_middleware(BearerAuth, token=SETTINGS.token)
+SafetyScoring.add_asgi_middleware(BearerAuth, token=SETTINGS.token)  # first: 401 before reading a body
+SafetyScoring.add_asgi_middleware(RequestLimits)  # then 415 / 413 / duplicate keys before BentoML parses
+require_request_bodies(SafetyScoring)  # the OpenAPI document says a POST needs its JSON body

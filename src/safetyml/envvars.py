@@ -19,6 +19,8 @@ API_TOKEN = "SAFETYML_API_TOKEN"  # bearer token the service requires (unset: lo
 HOST = "SAFETYML_HOST"  # interface the service binds when a token is set (default 127.0.0.1)
 SERVE_WORKERS = "SAFETYML_SERVE_WORKERS"  # service worker processes (default 1)
 SERVE_THREADS = "SAFETYML_SERVE_THREADS"  # threads per worker (default 4)
+SERVE_ACCESS_LOG = "SAFETYML_SERVE_ACCESS_LOG"  # 1: BentoML's access log on (default off: it costs latency)
+SERVE_TRACE_RATE = "SAFETYML_SERVE_TRACE_RATE"  # OpenTelemetry sampling rate 0..1 (default 0)
 AUDIT_FSYNC = "SAFETYML_AUDIT_FSYNC"  # 0: audit journal without fdatasync (process-crash safe only)
 MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own: a tracking server instead of the embedded store
 MLFLOW_REGISTRY_URI = "MLFLOW_REGISTRY_URI"  # MLflow's own: a separate model registry
@@ -33,6 +35,8 @@ ALL: tuple[str, ...] = (
     HOST,
     SERVE_WORKERS,
     SERVE_THREADS,
+    SERVE_ACCESS_LOG,
+    SERVE_TRACE_RATE,
     AUDIT_FSYNC,
     MLFLOW_TRACKING_URI,
     MLFLOW_REGISTRY_URI,
@@ -49,6 +53,8 @@ class ServeSettings:
     host: str
     workers: int
     threads: int
+    access_log: bool = False
+    trace_rate: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServeSettings:
@@ -60,6 +66,8 @@ class ServeSettings:
             host=env.get(HOST, LOOPBACK) if token else LOOPBACK,
             workers=_positive_int(env, SERVE_WORKERS, 1),
             threads=_positive_int(env, SERVE_THREADS, 4),
+            access_log=env.get(SERVE_ACCESS_LOG, "0") not in ("", "0", "false", "no"),
+            trace_rate=_rate(env, SERVE_TRACE_RATE),
         )
 
 
@@ -73,6 +81,17 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r}: expected a whole number >= 1") from None
     if value < 1:
         raise ValueError(f"environment variable {name}={raw!r}: expected a whole number >= 1")
+    return value
+
+
+def _rate(env: Mapping[str, str], name: str) -> float:
+    raw = env.get(name) or "0"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"environment variable {name}={raw!r}: expected a number between 0 and 1")
     return value
 
 

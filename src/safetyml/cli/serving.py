@@ -50,7 +50,9 @@ def serve(
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Interface to bind; other than loopback needs a token."
     ),
-    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (one per core)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help=f"Worker processes, one per core [default: ${envvars.SERVE_WORKERS}]"
+    ),
 ) -> None:
     """Start the real-time scoring service (BentoML) with the champion models and the online store."""
     from safetyml import paths
@@ -78,7 +80,8 @@ def serve(
         highlight=False,
     )
     command = bentoml_serve_command(port, host)
-    os.environ[envvars.SERVE_WORKERS] = str(workers)
+    if workers is not None:  # otherwise the service reads SAFETYML_SERVE_WORKERS itself (default 1)
+        os.environ[envvars.SERVE_WORKERS] = str(workers)
     if token and host not in LOOPBACK:
         os.environ[envvars.HOST] = host
     sys.stdout.flush()

@@ -1,15 +1,20 @@
 """Request and response models of the scoring API (pydantic), shared by the scorer and the BentoML service.
 
-Requests are strict: unknown fields, NaN/inf, out-of-range coordinates and timestamps without a time zone
-are refused with an error that names the field and the rule, so a caller's bug never becomes a score.
+Requests are strict, and the published OpenAPI document says exactly what is accepted: unknown fields,
+NaN/inf, out-of-range coordinates, a JSON ``true`` for a number or ``0`` for a boolean, ``null`` where the
+schema does not declare ``nullable``, and timestamps that are not RFC 3339 with a time zone between 2000 and
+2099 are refused with an error that names the field and the rule, so a caller's bug never becomes a score.
+Limits on the body itself (size, JSON duplicate keys, Content-Type, batch size) are checked before this, in
+:mod:`safetyml.scoring.http`.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator
 
 from safetyml.contract import PAYMENT_METHODS
 from safetyml.scoring.policies import Action
@@ -18,20 +23,67 @@ MAX_BATCH = 1000
 # Timestamps outside these bounds are refused (a typo, not a trip); pandas' nanosecond range ends in 2262.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+# RFC 3339 with a time zone, years 2000-2099: published as the schema's pattern and checked on the raw text
+# (pydantic alone would also take "1700000000" or a space for the "T").
+TIMESTAMP_PATTERN = (
+    r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
+
+Number = Annotated[float, Strict()]  # a JSON number: true/false and "1.5" are refused
+Flag = Annotated[bool, Strict()]  # a JSON boolean: 0/1 and "true" are refused
+
+
+def _timestamp(value: Any) -> Any:
+    """Before validation: an RFC 3339 string (or, from Python, a datetime); not a number of seconds."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _TIMESTAMP.match(value):
+        raise ValueError(
+            "must be an RFC 3339 timestamp with a time zone between 2000 and 2099, e.g. 2026-09-30T02:42:11Z"
+        )
+    return value
 
 
 def _in_range(value: datetime | None) -> datetime | None:
-    if value is not None and not (EARLIEST <= value < LATEST):
-        raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
+    """Years 2000-2099 as written (local time), exactly what the published pattern allows."""
+    if value is not None and not (EARLIEST.year <= value.year < LATEST.year):
+        raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
     return value
+
+
+def _openapi30(schema: dict[str, Any]) -> None:
+    """Publish ``X | None`` as OpenAPI 3.0's ``nullable: true`` (BentoML serves OpenAPI 3.0, which has no
+    ``type: null``), so fuzzers and clients read the same rule the validation applies."""
+    for prop in schema.get("properties", {}).values():
+        options = prop.get("anyOf")
+        if options and {"type": "null"} in options:
+            rest = [o for o in options if o != {"type": "null"}]
+            if len(rest) == 1:
+                del prop["anyOf"]
+                prop.update(rest[0])
+                prop["nullable"] = True
 
 
 PaymentMethod = Literal[PAYMENT_METHODS]  # type: ignore[valid-type]
 _ID = {"min_length": 1, "max_length": 128, "pattern": r"^[A-Za-z0-9_.:\-]+$"}
+_WHEN = {"json_schema_extra": {"pattern": TIMESTAMP_PATTERN}}
+
+
+def _city_enum(schema: dict[str, Any]) -> None:
+    """``city`` is optional but, in JSON, never null, and one of the registry's cities."""
+    from safetyml import cities
+
+    schema.pop("anyOf", None)
+    schema.pop("default", None)
+    schema.update(type="string", enum=sorted(cities.registry()))
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra=lambda schema, _: _openapi30(schema)
+    )
 
 
 class TripScoreRequest(_Strict):
@@ -39,24 +91,35 @@ class TripScoreRequest(_Strict):
 
     rider_id: str = Field(description="rider offered the trip", **_ID)
     merchant_id: str = Field(description="merchant of the order", **_ID)
-    requested_at: AwareDatetime = Field(description="dispatch time, ISO 8601 with a time zone (e.g. ...Z)")
+    requested_at: AwareDatetime = Field(
+        description="dispatch time, RFC 3339 with a time zone (e.g. 2026-09-30T02:42:11Z)", **_WHEN
+    )
     # Required, but null is allowed (no GPS fix): the trip then takes its city's zone values.
-    pickup_lat: float | None = Field(ge=-90, le=90)
-    pickup_lng: float | None = Field(ge=-180, le=180)
-    dropoff_lat: float | None = Field(ge=-90, le=90)
-    dropoff_lng: float | None = Field(ge=-180, le=180)
-    distance_km: float = Field(ge=0, le=200, description="route distance in km")
-    order_value: float = Field(ge=0, le=1_000_000, description="order value in local currency")
+    pickup_lat: Number | None = Field(ge=-90, le=90)
+    pickup_lng: Number | None = Field(ge=-180, le=180)
+    dropoff_lat: Number | None = Field(ge=-90, le=90)
+    dropoff_lng: Number | None = Field(ge=-180, le=180)
+    distance_km: Number = Field(ge=0, le=200, description="route distance in km")
+    order_value: Number = Field(ge=0, le=1_000_000, description="order value in local currency")
     payment_method: PaymentMethod  # type: ignore[valid-type]
-    rain: bool | None = Field(default=None, description="raining at request time, if known")
-    city: str | None = Field(
+    rain: Flag | None = Field(default=None, description="raining at request time, if known (null: unknown)")
+    city: str | None = Field(  # optional; JSON null refused: leave it out to use the merchant's city
         default=None,
         max_length=64,
-        description="city id; sets the market's policy (default: the merchant's city)",
+        description="city id; sets the market's policy (default, when absent: the merchant's city)",
+        json_schema_extra=_city_enum,
     )
-    explain: bool = Field(default=True, description="include the top reason codes")
+    explain: Flag = Field(default=True, description="include the top reason codes")
 
+    _requested_text = field_validator("requested_at", mode="before")(_timestamp)
     _requested_in_range = field_validator("requested_at")(_in_range)
+
+    @field_validator("city", mode="before")
+    @classmethod
+    def _no_json_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.mode == "json":
+            raise ValueError("must be a city id; leave the field out to use the merchant's city")
+        return value
 
     @field_validator("city")
     @classmethod
@@ -73,10 +136,13 @@ class TripScoreRequest(_Strict):
 class MerchantScoreRequest(_Strict):
     merchant_id: str = Field(description="merchant to score", **_ID)
     as_of: AwareDatetime | None = Field(
-        default=None, description="snapshot time; must not be before the online store's as_of (default: now)"
+        default=None,
+        description="snapshot time; must not be before the online store's as_of (absent or null: now)",
+        **_WHEN,
     )
-    explain: bool = Field(default=True, description="include the top reason codes")
+    explain: Flag = Field(default=True, description="include the top reason codes")
 
+    _as_of_text = field_validator("as_of", mode="before")(lambda v: v if v is None else _timestamp(v))
     _as_of_in_range = field_validator("as_of")(_in_range)
 
 

@@ -48,6 +48,26 @@ def prepare(settings: ServeSettings) -> None:
         )
 
 
+def require_request_bodies(service: Any) -> None:
+    """Publish every API's request body as ``required`` in the OpenAPI document (BentoML leaves it out, so a
+    fuzzer or client generator may think an empty POST is valid; the service answers it 415/400).
+
+    BentoML builds the document from each ``APIMethod.openapi_request()``; the methods are slotted attrs
+    objects, so each one's class is swapped for a subclass that adds the flag.
+    """
+    from _bentoml_sdk.method import APIMethod
+
+    class _BodyRequired(APIMethod):  # type: ignore[misc,type-arg]
+        __slots__ = ()
+
+        def openapi_request(self) -> dict[str, Any]:
+            return {**super().openapi_request(), "required": True}
+
+    for api in service.apis.values():
+        if type(api) is APIMethod:
+            api.__class__ = _BodyRequired
+
+
 def metadata_answer(host: ScorerHost | None, settings: ServeSettings) -> tuple[int, dict[str, Any]]:
     """``GET /metadata``: status and body (versions of models, features, store and policies; or 503)."""
     if host is None or host.scorer is None:
@@ -57,4 +77,4 @@ def metadata_answer(host: ScorerHost | None, settings: ServeSettings) -> tuple[i
     return 200, meta
 
 
-__all__ = ["metadata_answer", "prepare", "setup_logging"]
+__all__ = ["metadata_answer", "prepare", "require_request_bodies", "setup_logging"]
