@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from safetyml.contract import TABLE_ORDER, TABLES
-from safetyml.engine import resolve, session
 from safetyml.tables import (
     load_tables,
     load_tables_dask,
@@ -22,11 +21,9 @@ from safetyml.tables import (
 )
 
 
-@pytest.fixture(scope="module")
-def client():
-    """Two single-threaded worker processes on loopback, closed after the module."""
-    with session(resolve("dask", n_workers=2, memory_limit="1GiB", env={})) as client:
-        yield client
+@pytest.fixture
+def client(dask_client):
+    return dask_client
 
 
 def _subset(small_data_dir: Path) -> dict[str, pd.DataFrame]:

@@ -511,6 +511,7 @@ class DaskTables:
     row_counts: dict[str, int]
     source: Path | None = None
     quarantined: dict[str, int] = field(default_factory=dict)
+    partitions: dict[str, list] = field(default_factory=dict)  # futures of each table's valid parts, in order
 
     def get(self, name: str) -> Any:
         if name not in TABLES:
@@ -669,4 +670,6 @@ def load_tables_dask(
     if quarantined:
         report = ValidationReport(failures=failures, row_counts=row_counts)
         _quarantine(report, invalid, on_invalid, quarantine_dir or data_dir / "quarantine")
-    return DaskTables(_dask_frames(client, valid), row_counts, source=data_dir, quarantined=quarantined)
+    return DaskTables(
+        _dask_frames(client, valid), row_counts, source=data_dir, quarantined=quarantined, partitions=valid
+    )

@@ -78,7 +78,9 @@ def list_features(
 def build(
     task: str = typer.Argument(..., help="incident_risk or merchant_credit."),
     data: Path = typer.Option(..., "--data", help="Data folder with one file per table."),
-    out: Path = typer.Option(..., "--out", help="Parquet file to write the frame to."),
+    out: Path = typer.Option(
+        ..., "--out", help="Parquet file to write the frame to (--engine dask: a folder of daily parts)."
+    ),
     on_invalid: str = typer.Option("raise", "--on-invalid", help="raise: stop on invalid rows; quarantine."),
     label_min_severity: int = typer.Option(
         1, help="incident_risk: least severity that makes a positive label."
@@ -96,12 +98,13 @@ def build(
     from safetyml.tables import ROW_GROUP_ROWS, write_parquet
     from safetyml.tasks import TASKS
 
-    engine_choice(
-        engine, scheduler, pandas_only=("features build", "the Dask feature engine is not built yet")
-    )
+    choice = engine_choice(engine, scheduler)
     if task not in TASKS:
         fail(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     fs = _feature_set(features_dir)
+    if choice.is_dask:
+        _build_on_dask(task, data, out, on_invalid, label_min_severity, fs, choice)
+        return
     with stage(f"reading and validating {data}", console):
         tables = _tables(data, on_invalid)
     start = time.perf_counter()
@@ -128,6 +131,40 @@ def build(
             f"  immature labels: {int((~frame['label_mature']).sum()):,} rows; "
             f"insufficient history: {int(frame['insufficient_history'].sum()):,} rows (flagged, kept)"
         )
+
+
+def _build_on_dask(task, data: Path, out: Path, on_invalid: str, label_min_severity: int, fs, choice) -> None:
+    """``features build --engine dask``: tables validated on the cluster, the frame written as a dataset
+    folder of daily parts (see safetyml.features.distributed)."""
+    from safetyml.engine import EngineError, session
+    from safetyml.features.distributed import build_frame_dask
+    from safetyml.tables import ContractError, load_tables_dask
+    from safetyml.tasks import INCIDENT_RISK
+
+    if on_invalid not in ("raise", "quarantine"):
+        fail(f"--on-invalid must be raise or quarantine, not {on_invalid!r}")
+    if task != INCIDENT_RISK:
+        fail(
+            f"features build {task} does not run on the Dask engine yet (only incident_risk does); "
+            "use --engine pandas"
+        )
+    try:
+        with session(choice) as client:
+            console.print(f"engine: {choice.describe()}")
+            with stage(f"reading and validating {data} on the cluster", console):
+                tables = load_tables_dask(data, client, on_invalid)
+            with stage(f"building the {task} frame into {out}/date=*/", console):
+                result = build_frame_dask(
+                    task, tables, client, out, fs, label_min_severity=label_min_severity
+                )
+    except (ContractError, FileNotFoundError, FileExistsError, EngineError) as exc:
+        fail(str(exc))
+    share = result.positives / max(result.rows, 1)
+    console.print(
+        f"{task}: {result.rows:,} rows, {result.positives:,} positives ({share:.2%}), "
+        f"{len(fs.for_task(task))} features, {result.days} daily parts, groups {result.groups}, "
+        f"built in {result.seconds:.1f} s → {out}"
+    )
 
 
 @features_app.command("materialize")

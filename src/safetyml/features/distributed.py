@@ -1,0 +1,493 @@
+"""The incident_risk training frame on Dask: the same point-in-time engine, run partition by partition.
+
+How the work is cut (see docs/scaling.md). Every feature of a trip is a function of one entity's events:
+its rider's (and rider-merchant pair's), its merchant's, and its pickup and drop-off zones' (cell, ring of
+neighbour cells and the city prior). So the trips are routed three times, and each group runs the
+existing vectorised :class:`~safetyml.features.engine.FeatureEngine` on its own events only:
+
+- **rider groups** (hash of ``rider_id``): rider and pair columns, plus the trip's keys and label;
+- **merchant groups** (hash of ``merchant_id``) with the merchants' ledger and credit events: merchant
+  columns;
+- **zone groups**, one per city (the registry city nearest to a cell, the coarsest parent that keeps each
+  zone's empirical-Bayes city prior inside one group), with a **halo**: a trip is also sent to every
+  city one of whose cells lies in the ring of one of the trip's cells, so rings at the edge of a group
+  see all their events.
+
+A trip routed to a group only for its events (an incident's linked trip, a halo trip) adds events there
+but is not answered there; each (trip, entity) is answered exactly once, by its own group. Riders,
+merchants and incidents are broadcast to every worker (they are small next to trips; a billion-trip
+platform would shuffle incidents by key instead). The answers are shuffled by day of ``as_of`` and
+written as a hive-partitioned Parquet dataset (``date=YYYY-MM-DD/part-0.parquet``), each day sorted as
+the pandas engine sorts the whole frame, so the days read in order are the pandas frame.
+
+Parity: counts, maxima, distinct counts, ratios and categorical columns are bit-identical to the pandas
+engine; float sums and means over windows are equal up to rounding (relative 1e-12): the engine answers a
+window as a difference of cumulative sums, and a group's cumulative sums start from different prefixes.
+The groups are a hand-rolled split on futures rather than ``DataFrame.shuffle`` because rows must go to
+several groups at once (halo, linked trips) and trips must meet their merchant's ledger in the group of
+the same number.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from safetyml.features import zones
+from safetyml.features.definitions import FeatureSet, load_feature_set
+from safetyml.features.engine import DAY_NS, FeatureEngine, trip_city
+from safetyml.features.frames import ROLES, _needed, _select
+from safetyml.features.request import trip_request_features
+from safetyml.tables import DaskTables, Tables, table_files, write_parquet
+from safetyml.tasks import INCIDENT_RISK
+
+__all__ = ["DaskFrameResult", "build_frame_dask", "read_frame_dataset"]
+
+GROUP_TRIPS = 250_000  # trips per rider or merchant group (a group is one task's working set)
+
+
+@dataclass
+class DaskFrameResult:
+    """What a Dask frame build wrote."""
+
+    task: str
+    out: Path
+    rows: int
+    positives: int
+    days: int
+    groups: dict[str, int]
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------- routing
+
+
+def _hash_group(ids: pd.Series, n: int) -> np.ndarray:
+    """A stable group number per id (pandas' SipHash with its fixed key: the same in every process)."""
+    values = pd.Series(ids, dtype="object").astype("str").to_numpy(dtype=object)
+    return (pd.util.hash_array(values) % np.uint64(n)).astype(np.int64)
+
+
+def _halo_cities(cells: np.ndarray) -> list[set]:
+    """For each cell, the cities nearest to any cell of its ring (grid_disk k=1), itself included."""
+    unique, inverse = np.unique(cells, return_inverse=True)
+    known = unique != zones.NO_CELL
+    out: list[set] = [set() for _ in range(len(unique))]
+    if known.any():
+        disk = zones.neighbours(unique[known])
+        flat = disk.ravel()
+        city = zones.nearest_city(flat).reshape(disk.shape)
+        city[disk == zones.NO_CELL] = None
+        for slot, row in zip(np.flatnonzero(known), city, strict=True):
+            out[slot] = {c for c in row if c is not None}
+    return [out[i] for i in inverse]
+
+
+def _route(
+    trips: pd.DataFrame,
+    offset: int,
+    merchants: pd.DataFrame,
+    incidents: pd.DataFrame,
+    n_riders: int,
+    n_merchants: int,
+) -> dict[str, dict[Any, pd.DataFrame]]:
+    """Split one partition of trips into its rider, merchant and zone groups (a trip may go to several)."""
+    trips = trips.reset_index(drop=True).assign(_row=np.arange(len(trips), dtype=np.int64) + offset)
+    linked = incidents[incidents["trip_id"].isin(trips["trip_id"])]
+    position = pd.Index(trips["trip_id"]).get_indexer(linked["trip_id"])
+    routes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for kind, column, n in (("rider", "rider_id", n_riders), ("merchant", "merchant_id", n_merchants)):
+        own = _hash_group(trips[column], n)
+        extra = linked[column].notna().to_numpy()  # an incident's trip goes where the incident counts
+        rows = np.concatenate([np.arange(len(trips)), position[extra]])
+        groups = np.concatenate([own, _hash_group(linked[column][extra], n)])
+        routes[kind] = (rows, groups)
+    city = trip_city(trips, merchants).to_numpy(dtype=object)
+    zone_rows, zone_groups = [], []
+    halos = [_halo_cities(zones.cells_int(trips[f"{r}_lat"], trips[f"{r}_lng"])) for r in ROLES]
+    for i in range(len(trips)):
+        targets = set().union(*(halo[i] for halo in halos))
+        if any(not halo[i] for halo in halos):  # an end without a cell is answered by the trip's city
+            targets.add(city[i])
+        targets.discard(None)
+        zone_rows.extend([i] * len(targets))
+        zone_groups.extend(sorted(targets))
+    routes["zone"] = (np.asarray(zone_rows, dtype=np.int64), np.asarray(zone_groups, dtype=object))
+    out: dict[str, dict[Any, pd.DataFrame]] = {}
+    for kind, (rows, groups) in routes.items():
+        pairs = pd.DataFrame({"row": rows, "group": groups}).drop_duplicates()
+        out[kind] = {
+            group: trips.iloc[np.sort(part["row"].to_numpy())] for group, part in pairs.groupby("group")
+        }
+    return out
+
+
+def _split_by_key(frame: pd.DataFrame, column: str, n: int) -> dict[int, pd.DataFrame]:
+    """A table's rows by the hash group of ``column`` (the ledger and credit events by merchant)."""
+    groups = _hash_group(frame[column], n)
+    return {int(g): frame[groups == g] for g in np.unique(groups)}
+
+
+def _piece(split: dict, key: Any) -> pd.DataFrame | None:
+    return split.get(key)
+
+
+def _concat_rows(*pieces: pd.DataFrame | None) -> pd.DataFrame | None:
+    frames = [p for p in pieces if p is not None]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _group_of(routed: dict[str, dict[Any, pd.DataFrame]], kind: str, group: Any) -> pd.DataFrame | None:
+    return routed[kind].get(group)
+
+
+def _concat(*pieces: pd.DataFrame | None) -> pd.DataFrame:
+    frames = [p for p in pieces if p is not None and len(p)]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True).sort_values("_row", kind="stable").reset_index(drop=True)
+
+
+def _groups_of(routed: dict[str, dict[Any, pd.DataFrame]], kind: str) -> list:
+    return list(routed[kind])
+
+
+# ---------------------------------------------------------------------------------------------- groups
+
+
+def _tables(
+    trips: pd.DataFrame, riders: pd.DataFrame, merchants: pd.DataFrame, incidents: pd.DataFrame, **others
+) -> Tables:
+    empty = {name: others.get(name) for name in ("merchant_ledger", "credit_events")}
+    return Tables(
+        riders=riders,
+        merchants=merchants,
+        trips=trips.drop(columns="_row"),
+        incidents=incidents,
+        merchant_ledger=empty["merchant_ledger"],
+        credit_events=empty["credit_events"],
+    )
+
+
+def _by_day(frame: pd.DataFrame, t: np.ndarray) -> dict[int, pd.DataFrame]:
+    day = t // DAY_NS
+    return {int(d): part.drop(columns="_day") for d, part in frame.assign(_day=day).groupby("_day")}
+
+
+def _rider_group(
+    trips: pd.DataFrame,
+    group: int,
+    n_groups: int,
+    riders: pd.DataFrame,
+    merchants: pd.DataFrame,
+    incidents: pd.DataFrame,
+    empty: dict[str, pd.DataFrame],
+    fs: FeatureSet,
+    label_min_severity: int,
+) -> dict[int, pd.DataFrame]:
+    """Keys, label, rider and pair columns of the trips whose rider is in ``group``, split by day."""
+    engine = FeatureEngine(_tables(trips, riders, merchants, incidents, **empty), fs)
+    ev = engine.events
+    own = np.flatnonzero(_hash_group(ev.trips["rider_id"], n_groups) == group)
+    trips_own = ev.trips.iloc[own].reset_index(drop=True)
+    t = trips_own["t"].to_numpy()
+    need = _needed(fs, fs.for_task(INCIDENT_RISK))
+    out = {
+        "_row": trips["_row"].to_numpy()[own],
+        "t": t,
+        "trip_id": trips_own["trip_id"],
+        "rider_id": trips_own["rider_id"],
+        "merchant_id": trips_own["merchant_id"],
+        "city": trips_own["city"].astype("str"),
+        "pickup_cell": trips_own["pickup_cell"].to_numpy(),
+        "dropoff_cell": trips_own["dropoff_cell"].to_numpy(),
+        "distance_km": trips_own["distance_km"].to_numpy(),
+        "order_value": trips_own["order_value"].to_numpy(),
+        "payment_method": trips_own["payment_method"],
+        "rain": trips_own["rain"].to_numpy(),
+    }
+    inc = ev.incidents
+    positive = inc.loc[inc["severity"].to_numpy() >= label_min_severity, "trip_id"].dropna().astype("str")
+    out["label"] = trips_own["trip_id"].isin(positive.unique()).to_numpy().astype("int64")
+    rider = engine.columns("rider", None, t, names=need["rider"], codes=trips_own["rider_code"].to_numpy())
+    out.update({f"rider:{k}": v for k, v in rider.items()})
+    if need["pair"]:
+        pair = engine.columns("pair", None, t, names=need["pair"], codes=trips_own["pair_code"].to_numpy())
+        out.update({f"pair:{k}": v for k, v in pair.items()})
+    return _by_day(pd.DataFrame(out), t)
+
+
+def _merchant_group(
+    trips: pd.DataFrame,
+    group: int,
+    n_groups: int,
+    riders: pd.DataFrame,
+    merchants: pd.DataFrame,
+    incidents: pd.DataFrame,
+    ledger: pd.DataFrame | None,
+    credit: pd.DataFrame | None,
+    empty: dict[str, pd.DataFrame],
+    fs: FeatureSet,
+) -> dict[int, pd.DataFrame]:
+    """Merchant columns of the trips whose merchant is in ``group`` (with that group's ledger and credit
+    events), split by day."""
+    ledger = empty["merchant_ledger"] if ledger is None else ledger
+    credit = empty["credit_events"] if credit is None else credit
+    tables = _tables(trips, riders, merchants, incidents, merchant_ledger=ledger, credit_events=credit)
+    engine = FeatureEngine(tables, fs)
+    ev = engine.events
+    own = np.flatnonzero(_hash_group(ev.trips["merchant_id"], n_groups) == group)
+    t = ev.trips["t"].to_numpy()[own]
+    need = _needed(fs, fs.for_task(INCIDENT_RISK))
+    codes = ev.trips["merchant_code"].to_numpy()[own]
+    merchant = engine.columns("merchant", None, t, names=need["merchant"], codes=codes)
+    out = {"_row": trips["_row"].to_numpy()[own], **{f"merchant:{k}": v for k, v in merchant.items()}}
+    return _by_day(pd.DataFrame(out), t)
+
+
+def _zone_group(
+    trips: pd.DataFrame,
+    city: str,
+    riders: pd.DataFrame,
+    merchants: pd.DataFrame,
+    incidents: pd.DataFrame,
+    empty: dict[str, pd.DataFrame],
+    fs: FeatureSet,
+) -> dict[int, pd.DataFrame]:
+    """Pickup and drop-off zone columns answered by the zone group of ``city``, split by day.
+
+    A trip end is answered here when its cell's nearest city is ``city`` (or, without a cell, when the
+    trip's city is); the other trips of the group are halo: their events count, their ends are answered
+    by their own group.
+    """
+    engine = FeatureEngine(_tables(trips, riders, merchants, incidents, **empty), fs)
+    ev = engine.events
+    need = _needed(fs, fs.for_task(INCIDENT_RISK))
+    pieces = []
+    for role in ROLES:
+        cells = ev.trips[f"{role}_cell"].to_numpy()
+        home = zones.nearest_city(cells)
+        home = np.where(cells == zones.NO_CELL, ev.trips["city"].astype("object").to_numpy(), home)
+        own = np.flatnonzero(home == city)
+        t = ev.trips["t"].to_numpy()[own]
+        cols = engine.columns("zone", cells[own], t, city=ev.trips["city"].iloc[own], names=need["zone"])
+        frame = pd.DataFrame({"_row": trips["_row"].to_numpy()[own], "_role": role, "_t": t})
+        pieces.append(frame.assign(**{f"zone:{k}": v for k, v in cols.items()}))
+    frame = pd.concat(pieces, ignore_index=True)
+    return _by_day(frame.drop(columns="_t"), frame["_t"].to_numpy())
+
+
+# ---------------------------------------------------------------------------------------------- days
+
+
+def _day_piece(result: dict[int, pd.DataFrame], day: int) -> pd.DataFrame | None:
+    return result.get(day)
+
+
+def _days(result: dict[int, pd.DataFrame]) -> list[int]:
+    return list(result)
+
+
+def _assemble_day(
+    day: int, out: Path, fs: FeatureSet, base: list, merchant: list, zone: list
+) -> tuple[int, int]:
+    """One day of the frame: the groups' answers joined on the trip, ordered as the pandas engine orders
+    the whole frame (by request time, then input order), request features computed, written as Parquet."""
+    keys = pd.concat([p for p in base if p is not None], ignore_index=True)
+    keys = keys.sort_values(["t", "_row"], kind="stable").reset_index(drop=True)
+    rows = pd.Index(keys["_row"])
+
+    def aligned(pieces: list, prefix: str, role: str | None = None) -> dict[str, np.ndarray]:
+        """The answers of one entity (one trip end for zones) in the day's row order."""
+        frames = [p for p in pieces if p is not None]
+        if role is not None:
+            frames = [f[f["_role"].to_numpy() == role] for f in frames]
+        if not frames:
+            return {}
+        joined = pd.concat(frames, ignore_index=True).set_index("_row")
+        if not joined.index.is_unique:
+            raise AssertionError(f"a trip was answered twice for {prefix}{role or ''}")
+        joined = joined.reindex(rows)
+        return {c.split(":", 1)[1]: joined[c].to_numpy() for c in joined.columns if c.startswith(prefix)}
+
+    def strip(frame: pd.DataFrame, prefix: str) -> dict[str, np.ndarray]:
+        return {c.split(":", 1)[1]: frame[c].to_numpy() for c in frame.columns if c.startswith(prefix)}
+
+    parts: dict[str, Any] = {"rider": strip(keys, "rider:"), "merchant": aligned(merchant, "merchant:")}
+    pair = strip(keys, "pair:")
+    if pair:
+        parts["pair"] = pair
+    for role in ROLES:
+        parts[role] = aligned(zone, "zone:", role)
+    as_of = pd.DatetimeIndex(pd.to_datetime(keys["t"].to_numpy(), utc=True)).as_unit("ns")
+    requests = pd.DataFrame(
+        {
+            "requested_at": as_of,
+            "city": keys["city"],
+            "distance_km": keys["distance_km"].to_numpy(),
+            "order_value": keys["order_value"].to_numpy(),
+            "payment_method": keys["payment_method"],
+            "rain": keys["rain"].to_numpy(),
+        }
+    )
+    usual = {name for d in fs.entity_features("trip") for name in d.spec.references}
+    parts["trip"] = trip_request_features(
+        requests,
+        pd.DataFrame({k: v for k, v in parts["rider"].items() if k in usual}, index=requests.index),
+        pd.DataFrame({k: v for k, v in parts["merchant"].items() if k in usual}, index=requests.index),
+        fs,
+    )
+    columns = {
+        "trip_id": keys["trip_id"],
+        "rider_id": keys["rider_id"],
+        "merchant_id": keys["merchant_id"],
+        "city": keys["city"].astype("str"),
+        "pickup_h3": zones.to_str(keys["pickup_cell"].to_numpy()),
+        "dropoff_h3": zones.to_str(keys["dropoff_cell"].to_numpy()),
+        "as_of": as_of,
+        "label": keys["label"].to_numpy(),
+    }
+    frame = pd.DataFrame({**columns, **_select(fs.for_task(INCIDENT_RISK), parts)})
+    folder = out / f"date={pd.Timestamp(day * DAY_NS, tz='UTC').strftime('%Y-%m-%d')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_parquet(frame, folder / "part-0.parquet")
+    return len(frame), int(frame["label"].sum())
+
+
+# ---------------------------------------------------------------------------------------------- build
+
+
+def _gathered(tables: DaskTables, name: str) -> pd.DataFrame:
+    return tables.get(name).compute().reset_index(drop=True)
+
+
+def build_frame_dask(
+    task: str,
+    tables: DaskTables,
+    client: Any,
+    out: Path,
+    fs: FeatureSet | None = None,
+    *,
+    label_min_severity: int = 1,
+    group_trips: int = GROUP_TRIPS,
+    n_groups: int | None = None,
+) -> DaskFrameResult:
+    """Build the ``task`` frame on the cluster of ``client`` into the dataset folder ``out``.
+
+    ``n_groups`` fixes the number of rider and merchant groups (default: one per ``group_trips`` trips,
+    at least one per worker). Only ``incident_risk`` runs on Dask for now.
+    """
+    from safetyml.engine import EngineError, worker_count
+
+    if task != INCIDENT_RISK:
+        raise EngineError(
+            f"features build {task} does not run on the Dask engine yet (only incident_risk does); "
+            "use --engine pandas"
+        )
+    started = time.perf_counter()
+    fs = fs or load_feature_set()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; the Dask engine writes a dataset folder there")
+    n_trips = tables.row_counts["trips"] - tables.quarantined.get("trips", 0)
+    groups = n_groups or max(worker_count(client), -(-n_trips // group_trips))
+    small = {name: _gathered(tables, name) for name in ("riders", "merchants", "incidents")}
+    [riders, merchants, incidents] = client.scatter(
+        [small["riders"], small["merchants"], small["incidents"]], broadcast=True
+    )
+    empty = {
+        "merchant_ledger": tables.get("merchant_ledger")._meta,
+        "credit_events": tables.get("credit_events")._meta,
+    }
+    [fs_future] = client.scatter([fs], broadcast=True)
+    parts = tables.partitions["trips"]
+    lengths = client.gather(client.map(len, parts))
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
+    routed = [
+        client.submit(_route, part, offset, merchants, incidents, groups, groups)
+        for part, offset in zip(parts, offsets, strict=True)
+    ]
+
+    def gather_group(kind: str, group: Any):
+        return client.submit(_concat, *[client.submit(_group_of, r, kind, group) for r in routed])
+
+    by_merchant = {
+        name: client.map(_split_by_key, tables.partitions[name], column="merchant_id", n=groups)
+        for name in ("merchant_ledger", "credit_events")
+    }
+
+    def merchant_rows(name: str, group: int):
+        return client.submit(_concat_rows, *[client.submit(_piece, s, group) for s in by_merchant[name]])
+
+    results = {"rider": [], "merchant": [], "zone": []}
+    for g in range(groups):
+        results["rider"].append(
+            client.submit(
+                _rider_group,
+                gather_group("rider", g),
+                g,
+                groups,
+                riders,
+                merchants,
+                incidents,
+                empty,
+                fs_future,
+                label_min_severity,
+            )
+        )
+        results["merchant"].append(
+            client.submit(
+                _merchant_group,
+                gather_group("merchant", g),
+                g,
+                groups,
+                riders,
+                merchants,
+                incidents,
+                merchant_rows("merchant_ledger", g),
+                merchant_rows("credit_events", g),
+                empty,
+                fs_future,
+            )
+        )
+    cities = sorted({c for r in client.gather(client.map(_groups_of, routed, kind="zone")) for c in r})
+    for city in cities:
+        results["zone"].append(
+            client.submit(
+                _zone_group, gather_group("zone", city), city, riders, merchants, incidents, empty, fs_future
+            )
+        )
+    days = sorted({d for ds in client.gather(client.map(_days, results["rider"])) for d in ds})
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for day in days:
+        pieces = {
+            kind: [client.submit(_day_piece, r, day) for r in futures] for kind, futures in results.items()
+        }
+        written.append(
+            client.submit(
+                _assemble_day, day, out, fs_future, pieces["rider"], pieces["merchant"], pieces["zone"]
+            )
+        )
+    counts = client.gather(written)
+    return DaskFrameResult(
+        task=task,
+        out=out,
+        rows=sum(c[0] for c in counts),
+        positives=sum(c[1] for c in counts),
+        days=len(days),
+        groups={"rider": groups, "merchant": groups, "zone": len(cities)},
+        seconds=time.perf_counter() - started,
+    )
+
+
+def read_frame_dataset(path: Path) -> pd.DataFrame:
+    """A frame dataset written by :func:`build_frame_dask` read back whole, its days in order (small data:
+    tests and notebooks; the layout-only ``date`` key is not a column)."""
+    frames = [pd.read_parquet(file) for file in table_files(Path(path))]
+    return pd.concat(frames, ignore_index=True)
