@@ -20,6 +20,7 @@ MONITORING_ENV = "SAFETYML_MONITORING"
 Period = Literal["day", "week", "month"]
 IndicatorKind = Literal[
     "incident_rate",  # incidents per 10k trips, delay-corrected by the nowcast
+    "incident_ratio",  # delay-corrected incidents ÷ the champion's expected incidents (observed/expected)
     "top_tier_share",  # share of scored trips in the policy's top tiers
     "action_rate",  # share of scored trips whose policy action is ``action``
     "cold_start_share",  # share of served decisions made without stored features (audit log)

@@ -6,7 +6,9 @@ signal into alert episodes.
   ``scale = max(1.4826·MAD, noise)`` (the known sampling noise of the point, e.g. Poisson, floors the
   MAD of a handful of points) inflated by ``√(1 + π/(2·w))`` for the median's own error.
 - :func:`cusum`: one-sided tabular CUSUM of standardised residuals against the in-control mean of a
-  baseline (the first ``weeks`` weeks of the series): ``S_t = max(0, S_{t−1} + z_t − k)``.
+  baseline (the first ``weeks`` weeks of the series): ``S_t = max(0, S_{t−1} + z_t − k)``; the standard
+  deviation adds the baseline's over-dispersion to each point's noise and is inflated by the baseline's
+  lag-1 autocorrelation (persistent swings would otherwise add up to false alarms).
 - :func:`threshold`: the raw value.
 
 :func:`hysteresis` opens an episode after ``min_duration`` consecutive periods at or above ``enter`` and
@@ -82,13 +84,22 @@ def cusum(
     if ok.sum() < 3 or len(x) <= baseline:
         return out
     mu = float(base[ok].mean())
-    extra = max(0.0, float(base[ok].var(ddof=1)) - float(np.mean(noise[:baseline][ok] ** 2)))
+    base_noise2 = float(np.mean(noise[:baseline][ok] ** 2))
+    extra = max(0.0, float(base[ok].var(ddof=1)) - base_noise2)
+    # day-to-day persistence (weather, a risky rider's spell) makes runs of same-sign residuals that a
+    # CUSUM would add up: inflate the sd by the AR(1) long-run factor √((1+ρ)/(1−ρ)) seen in the baseline
+    resid = (base[ok] - mu) / np.sqrt(extra + noise[:baseline][ok] ** 2 + 1e-24)
+    rho = 0.0
+    if len(resid) > 3 and resid[:-1].std() > 0 and resid[1:].std() > 0:
+        rho = float(np.corrcoef(resid[:-1], resid[1:])[0, 1])
+    rho = min(max(rho if np.isfinite(rho) else 0.0, 0.0), 0.7)
+    inflate = math.sqrt((1 + rho) / (1 - rho))
     hi = lo = 0.0
     for t in range(baseline, len(x)):
         if not np.isfinite(x[t]):
             out[t] = max(hi, lo) if direction == "both" else (hi if direction == "up" else lo)
             continue
-        sd = math.sqrt(extra + noise[t] ** 2 + (extra + float(np.mean(noise[:baseline][ok] ** 2))) / ok.sum())
+        sd = inflate * math.sqrt(extra + noise[t] ** 2 + (extra + base_noise2) / ok.sum())
         z = (x[t] - mu) / max(sd, 1e-12)
         hi = max(0.0, hi + z - k)
         lo = max(0.0, lo - z - k)

@@ -79,6 +79,36 @@ def incident_rate(spec: Indicator, inputs: MarketInputs) -> pd.DataFrame:
     return _labelled(agg, by, spec.id)
 
 
+def incident_ratio(spec: Indicator, inputs: MarketInputs) -> pd.DataFrame:
+    """Delay-corrected incidents ÷ the model's expected incidents, per day (and city, type).
+
+    The champion's calibrated probabilities already account for what changes the risk of the trips
+    (rain, night, riders, zones), so this ratio stays near 1 when those change and moves when the
+    incident rate itself does; a flat rate per trip swings with the weather. The model predicts any
+    incident, so for a subset (``types``, ``min_severity``, or ``by: [type]``) the expected count is the
+    sum of probabilities times the subset's share of the city's incidents in the mature history.
+    """
+    by = [b for b in spec.by if b in ("city", "type")]
+    scored = inputs.scored
+    days = _bucket(scored["as_of"], "day").rename("day")
+    expected = scored.groupby([days, scored["city"]], sort=True)["probability"].sum().rename("model_expected")
+    base = inputs.cells(1).groupby(["day", "city"], sort=True)["weight"].sum().rename("base_weight")
+    cells = inputs.cells(spec.min_severity)
+    if spec.types:
+        cells = cells[cells["type"].isin(spec.types)]
+    cells = cells.join(expected, on=["day", "city"], how="inner").join(base, on=["day", "city"])
+    cells["expected"] = cells["model_expected"] * cells["weight"] / cells["base_weight"].clip(lower=1e-12)
+    agg = aggregate(cells, ["day", *by], inputs.level)
+    agg = agg.join(cells.groupby(["day", *by], sort=True)["expected"].sum(), on=["day", *by])
+    agg = agg[agg["expected"] > 0].copy()
+    agg["time"] = agg["day"]
+    agg["value"] = agg["corrected"] / agg["expected"]
+    # Poisson noise of the count under "as expected", plus the nowcast's uncertainty
+    agg["noise_sd"] = np.sqrt(agg["expected"] + agg["corrected_var"]) / agg["expected"]
+    agg["n"] = agg["trips"]
+    return _labelled(agg, by, spec.id)
+
+
 def share(spec: Indicator, frame: pd.DataFrame, time_col: str, hit: np.ndarray) -> pd.DataFrame:
     """Share of rows that ``hit`` per period bucket and ``by``, with its binomial noise."""
     by = [b for b in spec.by if b in frame.columns]
@@ -97,6 +127,10 @@ def build_series(spec: Indicator, inputs: MarketInputs) -> pd.DataFrame:
     empty = pd.DataFrame(columns=list(SERIES_COLUMNS))
     if spec.kind == "incident_rate":
         return incident_rate(spec, inputs) if inputs.delays is not None else empty
+    if spec.kind == "incident_ratio":
+        if inputs.delays is None or inputs.scored is None or inputs.scored.empty:
+            return empty
+        return incident_ratio(spec, inputs)
     if spec.kind in ("top_tier_share", "action_rate"):
         if inputs.scored is None or inputs.scored.empty:
             return empty
