@@ -62,7 +62,9 @@ def main() -> None:
             f"oracle share {result.oracle_share:.3f}; {result.seconds:.0f} s; {t.trials_complete} trials "
             f"({t.trials_pruned} pruned); class weight {result.class_weight}; calibration "
             f"{result.calibration.method}; test rows {result.split['rows_test']:,} "
-            f"({result.split['positives_test']:,} positive)"
+            f"({result.split['positives_test']:,} positive); features {len(result.model.features)}/"
+            f"{result.selection.total} selected; monotone {result.structure.get('monotone')}, max depth "
+            f"{result.structure.get('max_depth')}, explain p50 {result.structure.get('explain_p50_ms')} ms"
         )
         lines += [
             _row(f"{task} v{result.model_version}", result.metrics, note),
