@@ -75,3 +75,41 @@ def test_merchant_credit_on_dask_is_refused_before_any_work(tmp_path):
     args = ["features", "build", "merchant_credit", "--data", str(tmp_path), "--out", str(tmp_path / "f")]
     result = CliRunner().invoke(app, [*args, "--engine", "dask", "--scheduler", "tcp://127.0.0.1:1"])
     assert result.exit_code == 2 and "does not run on the Dask engine yet" in result.output
+
+
+def assert_same_vectors(ours: pd.DataFrame, theirs: pd.DataFrame, entity: str) -> None:
+    assert list(ours.index) == list(theirs.index), entity
+    assert list(ours.columns) == list(theirs.columns), entity
+    for column in theirs.columns:
+        a, b = ours[column], theirs[column]
+        if a.dtype == object or b.dtype == object or str(b.dtype) in ("str", "string", "category"):
+            pd.testing.assert_series_equal(a, b, check_dtype=False, obj=f"{entity}.{column}")
+        else:  # window sums: equal up to rounding (see ROUNDING)
+            np.testing.assert_allclose(
+                a, b, rtol=1e-9, atol=1e-9, equal_nan=True, err_msg=f"{entity}.{column}"
+            )
+
+
+@pytest.mark.slow
+def test_materialize_on_dask_writes_the_pandas_vectors(lake, dask_client, tmp_path):
+    from safetyml.features.definitions import load_feature_set
+    from safetyml.features.engine import FeatureEngine
+    from safetyml.features.online import OnlineStore, default_as_of, entity_vectors, materialize
+
+    tables, fs = load_tables(lake), load_feature_set()
+    vectors = entity_vectors(FeatureEngine(tables, fs), default_as_of(tables))
+    with OnlineStore.open(tmp_path / "pandas.sqlite") as store:
+        expected = materialize(tables, fs, store=store)
+    path = tmp_path / "dask.sqlite"
+    args = ["features", "materialize", "--data", str(lake), "--store", str(path)]
+    result = CliRunner().invoke(
+        app, [*args, "--engine", "dask", "--scheduler", dask_client.scheduler.address]
+    )
+    assert result.exit_code == 0, result.output
+    with OnlineStore.open(path) as ours, OnlineStore.open(tmp_path / "pandas.sqlite") as theirs:
+        meta = ours.metadata()
+        assert meta["rows"] == expected["rows"] and meta["as_of"] == expected["as_of"]
+        assert set(meta["rows"]) == {"rider", "merchant", "pair", "zone", "city"}
+        for entity, frame in vectors.items():
+            ids = frame.index
+            assert_same_vectors(ours.get(entity, ids).loc[ids], theirs.get(entity, ids).loc[ids], entity)

@@ -144,6 +144,8 @@ def session(choice: EngineChoice) -> Iterator[Any]:
         processes=choice.processes,
         host=LOOPBACK,
         dashboard_address=None,
+        # no dashboard; the scheduler's health/metrics HTTP server on a free loopback port, not 8787
+        scheduler_kwargs={"dashboard": False, "dashboard_address": f"{LOOPBACK}:0"},
         memory_limit=choice.memory_limit or "auto",
     )
     try:

@@ -26,12 +26,15 @@ def _feature_set(features_dir: Path | None):
         fail(str(exc))
 
 
-def _tables(data: Path, on_invalid: str):
-    from safetyml.tables import ContractError, load_tables
+def _tables(data: Path, on_invalid: str, client=None):
+    """Validated tables, in pandas, or on the cluster of ``client`` (Dask engine)."""
+    from safetyml.tables import ContractError, load_tables, load_tables_dask
 
     if on_invalid not in ("raise", "quarantine"):
         fail(f"--on-invalid must be raise or quarantine, not {on_invalid!r}")
     try:
+        if client is not None:
+            return load_tables_dask(data, client, on_invalid)
         return load_tables(data, on_invalid=on_invalid)
     except (ContractError, FileNotFoundError) as exc:
         fail(str(exc))
@@ -138,7 +141,7 @@ def _build_on_dask(task, data: Path, out: Path, on_invalid: str, label_min_sever
     folder of daily parts (see safetyml.features.distributed)."""
     from safetyml.engine import EngineError, session
     from safetyml.features.distributed import build_frame_dask
-    from safetyml.tables import ContractError, load_tables_dask
+    from safetyml.tables import ContractError
     from safetyml.tasks import INCIDENT_RISK
 
     if on_invalid not in ("raise", "quarantine"):
@@ -152,7 +155,7 @@ def _build_on_dask(task, data: Path, out: Path, on_invalid: str, label_min_sever
         with session(choice) as client:
             console.print(f"engine: {choice.describe()}")
             with stage(f"reading and validating {data} on the cluster", console):
-                tables = load_tables_dask(data, client, on_invalid)
+                tables = _tables(data, on_invalid, client)
             with stage(f"building the {task} frame into {out}/date=*/", console):
                 result = build_frame_dask(
                     task, tables, client, out, fs, label_min_severity=label_min_severity
@@ -186,10 +189,10 @@ def materialize_cmd(
     """Write the latest feature vector of every rider, merchant and zone to the online store."""
     import pandas as pd
 
-    engine_choice(
-        engine, scheduler, pandas_only=("features materialize", "the Dask feature engine is not built yet")
-    )
+    from safetyml.engine import session
     from safetyml.features.online import OnlineStore, materialize
+
+    choice = engine_choice(engine, scheduler)
 
     stamp = None
     if as_of is not None:
@@ -198,11 +201,19 @@ def materialize_cmd(
         except ValueError:
             fail(f"--as-of {as_of!r} is not a timestamp (e.g. 2026-09-01 or 2026-09-01T12:00Z)")
     fs = _feature_set(features_dir)
-    with stage(f"reading and validating {data}", console):
-        tables = _tables(data, on_invalid)
-    start = time.perf_counter()
-    with OnlineStore.open(store_path) as store, stage("materializing the online store", console):
-        meta = materialize(tables, fs, as_of=stamp, store=store)
+    with session(choice) as client:
+        if choice.is_dask:
+            console.print(f"engine: {choice.describe()}")
+        with stage(f"reading and validating {data}", console):
+            tables = _tables(data, on_invalid, client)
+        start = time.perf_counter()
+        with OnlineStore.open(store_path) as store, stage("materializing the online store", console):
+            if client is None:
+                meta = materialize(tables, fs, as_of=stamp, store=store)
+            else:
+                from safetyml.features.distributed import materialize_dask
+
+                meta = materialize_dask(tables, client, fs, as_of=stamp, store=store)
     table = Table("entity", "rows", title="online store")
     for entity, rows in meta["rows"].items():
         table.add_row(entity, f"{rows:,}")

@@ -33,20 +33,27 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from safetyml.features import zones
-from safetyml.features.definitions import FeatureSet, load_feature_set
+from safetyml.features.definitions import PAIR_SEPARATOR, FeatureSet, load_feature_set
 from safetyml.features.engine import DAY_NS, FeatureEngine, trip_city
 from safetyml.features.frames import ROLES, _needed, _select
 from safetyml.features.request import trip_request_features
 from safetyml.tables import DaskTables, Tables, table_files, write_parquet
 from safetyml.tasks import INCIDENT_RISK
 
-__all__ = ["DaskFrameResult", "build_frame_dask", "read_frame_dataset"]
+__all__ = [
+    "DaskFrameResult",
+    "build_frame_dask",
+    "entity_vectors_dask",
+    "materialize_dask",
+    "read_frame_dataset",
+]
 
 GROUP_TRIPS = 250_000  # trips per rider or merchant group (a group is one task's working set)
 
@@ -366,6 +373,63 @@ def _gathered(tables: DaskTables, name: str) -> pd.DataFrame:
     return tables.get(name).compute().reset_index(drop=True)
 
 
+@dataclass
+class _Routing:
+    """The trips routed to their groups on the cluster, and what every group task shares (broadcast)."""
+
+    client: Any
+    groups: int  # rider and merchant groups (hash of the id)
+    cities: list[str]  # zone groups
+    routed: list  # futures: each trips partition split by group
+    by_merchant: dict[str, list]  # futures: ledger and credit events split by merchant group
+    riders: Any
+    merchants: Any
+    incidents: Any
+    empty: dict[str, pd.DataFrame]
+    fs: Any
+
+    def trips(self, kind: str, group: Any) -> Any:
+        """A future of the trips of one group (its own trips and those routed to it for their events)."""
+        pieces = [self.client.submit(_group_of, r, kind, group) for r in self.routed]
+        return self.client.submit(_concat, *pieces)
+
+    def merchant_rows(self, name: str, group: int) -> Any:
+        pieces = [self.client.submit(_piece, split, group) for split in self.by_merchant[name]]
+        return self.client.submit(_concat_rows, *pieces)
+
+    def shared(self) -> tuple:
+        return self.riders, self.merchants, self.incidents
+
+
+def _routing(
+    tables: DaskTables, client: Any, fs: FeatureSet, n_groups: int | None, group_trips: int
+) -> _Routing:
+    """Broadcast riders, merchants and incidents; route every trips partition to its groups."""
+    from safetyml.engine import worker_count
+
+    n_trips = tables.row_counts["trips"] - tables.quarantined.get("trips", 0)
+    groups = n_groups or max(worker_count(client), -(-n_trips // group_trips))
+    small = [_gathered(tables, name) for name in ("riders", "merchants", "incidents")]
+    riders, merchants, incidents = client.scatter(small, broadcast=True)
+    [fs_future] = client.scatter([fs], broadcast=True)
+    parts = tables.partitions["trips"]
+    lengths = client.gather(client.map(len, parts))
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64).tolist()
+    routed = [
+        client.submit(_route, part, offset, merchants, incidents, groups, groups)
+        for part, offset in zip(parts, offsets, strict=True)
+    ]
+    by_merchant = {
+        name: client.map(_split_by_key, tables.partitions[name], column="merchant_id", n=groups)
+        for name in ("merchant_ledger", "credit_events")
+    }
+    cities = sorted({c for r in client.gather(client.map(_groups_of, routed, kind="zone")) for c in r})
+    empty = {name: tables.get(name)._meta for name in ("merchant_ledger", "credit_events")}
+    return _Routing(
+        client, groups, cities, routed, by_merchant, riders, merchants, incidents, empty, fs_future
+    )
+
+
 def build_frame_dask(
     task: str,
     tables: DaskTables,
@@ -382,7 +446,7 @@ def build_frame_dask(
     ``n_groups`` fixes the number of rider and merchant groups (default: one per ``group_trips`` trips,
     at least one per worker). Only ``incident_risk`` runs on Dask for now.
     """
-    from safetyml.engine import EngineError, worker_count
+    from safetyml.engine import EngineError
 
     if task != INCIDENT_RISK:
         raise EngineError(
@@ -394,85 +458,41 @@ def build_frame_dask(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; the Dask engine writes a dataset folder there")
-    n_trips = tables.row_counts["trips"] - tables.quarantined.get("trips", 0)
-    groups = n_groups or max(worker_count(client), -(-n_trips // group_trips))
-    small = {name: _gathered(tables, name) for name in ("riders", "merchants", "incidents")}
-    [riders, merchants, incidents] = client.scatter(
-        [small["riders"], small["merchants"], small["incidents"]], broadcast=True
-    )
-    empty = {
-        "merchant_ledger": tables.get("merchant_ledger")._meta,
-        "credit_events": tables.get("credit_events")._meta,
-    }
-    [fs_future] = client.scatter([fs], broadcast=True)
-    parts = tables.partitions["trips"]
-    lengths = client.gather(client.map(len, parts))
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
-    routed = [
-        client.submit(_route, part, offset, merchants, incidents, groups, groups)
-        for part, offset in zip(parts, offsets, strict=True)
-    ]
-
-    def gather_group(kind: str, group: Any):
-        return client.submit(_concat, *[client.submit(_group_of, r, kind, group) for r in routed])
-
-    by_merchant = {
-        name: client.map(_split_by_key, tables.partitions[name], column="merchant_id", n=groups)
-        for name in ("merchant_ledger", "credit_events")
-    }
-
-    def merchant_rows(name: str, group: int):
-        return client.submit(_concat_rows, *[client.submit(_piece, s, group) for s in by_merchant[name]])
-
-    results = {"rider": [], "merchant": [], "zone": []}
-    for g in range(groups):
+    r = _routing(tables, client, fs, n_groups, group_trips)
+    results: dict[str, list] = {"rider": [], "merchant": [], "zone": []}
+    for g in range(r.groups):
         results["rider"].append(
             client.submit(
-                _rider_group,
-                gather_group("rider", g),
-                g,
-                groups,
-                riders,
-                merchants,
-                incidents,
-                empty,
-                fs_future,
-                label_min_severity,
+                _rider_group, r.trips("rider", g), g, r.groups, *r.shared(), r.empty, r.fs, label_min_severity
             )
         )
+        ledger, credit = r.merchant_rows("merchant_ledger", g), r.merchant_rows("credit_events", g)
         results["merchant"].append(
             client.submit(
                 _merchant_group,
-                gather_group("merchant", g),
+                r.trips("merchant", g),
                 g,
-                groups,
-                riders,
-                merchants,
-                incidents,
-                merchant_rows("merchant_ledger", g),
-                merchant_rows("credit_events", g),
-                empty,
-                fs_future,
+                r.groups,
+                *r.shared(),
+                ledger,
+                credit,
+                r.empty,
+                r.fs,
             )
         )
-    cities = sorted({c for r in client.gather(client.map(_groups_of, routed, kind="zone")) for c in r})
-    for city in cities:
+    for city in r.cities:
         results["zone"].append(
-            client.submit(
-                _zone_group, gather_group("zone", city), city, riders, merchants, incidents, empty, fs_future
-            )
+            client.submit(_zone_group, r.trips("zone", city), city, *r.shared(), r.empty, r.fs)
         )
     days = sorted({d for ds in client.gather(client.map(_days, results["rider"])) for d in ds})
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for day in days:
         pieces = {
-            kind: [client.submit(_day_piece, r, day) for r in futures] for kind, futures in results.items()
+            kind: [client.submit(_day_piece, f, day) for f in futures] for kind, futures in results.items()
         }
         written.append(
-            client.submit(
-                _assemble_day, day, out, fs_future, pieces["rider"], pieces["merchant"], pieces["zone"]
-            )
+            client.submit(_assemble_day, day, out, r.fs, pieces["rider"], pieces["merchant"], pieces["zone"])
         )
     counts = client.gather(written)
     return DaskFrameResult(
@@ -481,9 +501,184 @@ def build_frame_dask(
         rows=sum(c[0] for c in counts),
         positives=sum(c[1] for c in counts),
         days=len(days),
-        groups={"rider": groups, "merchant": groups, "zone": len(cities)},
+        groups={"rider": r.groups, "merchant": r.groups, "zone": len(r.cities)},
         seconds=time.perf_counter() - started,
     )
+
+
+# ---------------------------------------------------------------------------------------------- materialize
+
+
+def _group_vectors(
+    trips: pd.DataFrame,
+    kind: str,
+    group: Any,
+    n_groups: int,
+    cities: list[str],
+    riders: pd.DataFrame,
+    merchants: pd.DataFrame,
+    incidents: pd.DataFrame,
+    ledger: pd.DataFrame | None,
+    credit: pd.DataFrame | None,
+    empty: dict[str, pd.DataFrame],
+    fs: FeatureSet,
+    as_of: pd.Timestamp,
+    columns: dict[str, list[str]],
+) -> dict[str, pd.DataFrame]:
+    """The online-store vectors one group answers for, by the pandas engine's own
+    :func:`~safetyml.features.online.entity_vectors` on the group's events (other entities' columns are
+    left out, so they cost only their ids)."""
+    from safetyml.features.online import ENTITIES, entity_vectors
+
+    mine = {"rider": ("rider", "pair"), "merchant": ("merchant",), "zone": ("zone", "city")}[kind]
+    ledger = empty["merchant_ledger"] if ledger is None else ledger
+    credit = empty["credit_events"] if credit is None else credit
+    tables = _tables(trips, riders, merchants, incidents, merchant_ledger=ledger, credit_events=credit)
+    limited = {e: (columns[e] if e in mine else []) for e in ENTITIES}
+    vectors = entity_vectors(FeatureEngine(tables, fs), as_of, limited)
+    out = {}
+    for entity in mine:
+        frame = vectors.get(entity)
+        if frame is None:
+            continue
+        ids = pd.Series(frame.index, dtype="object")
+        if entity in ("rider", "merchant"):
+            keep = _hash_group(ids, n_groups) == group
+        elif entity == "pair":
+            keep = _hash_group(ids.str.split(PAIR_SEPARATOR, n=1).str[0], n_groups) == group
+        elif entity == "zone":
+            keep = frame["city"].to_numpy() == group
+        else:  # a city's row where its zone group is; cities with no data in the first group
+            keep = (ids == group).to_numpy() | (~ids.isin(cities).to_numpy() & (group == cities[0]))
+        out[entity] = frame[np.asarray(keep)]
+    return out
+
+
+def _entity_piece(vectors: dict[str, pd.DataFrame], entity: str) -> pd.DataFrame | None:
+    return vectors.get(entity)
+
+
+def _max_times(tables: DaskTables) -> SimpleNamespace:
+    """The latest time of each event column, as one-row tables :func:`default_as_of` can read."""
+    import dask
+
+    columns = {
+        "trips": "requested_at",
+        "incidents": "reported_at",
+        "merchant_ledger": "event_at",
+        "credit_events": "event_at",
+    }
+    present = {n: c for n, c in columns.items() if c in tables.get(n).columns}
+    maxima = dask.compute(*[tables.get(n)[c].max() for n, c in present.items()])
+    frames = {n: pd.DataFrame({c: pd.Series(dtype="datetime64[ns, UTC]")}) for n, c in columns.items()}
+    for (name, column), value in zip(present.items(), maxima, strict=True):
+        if pd.notna(value):
+            frames[name] = pd.DataFrame({column: pd.Series([value], dtype="datetime64[ns, UTC]")})
+    return SimpleNamespace(**frames)
+
+
+def entity_vectors_dask(
+    tables: DaskTables,
+    client: Any,
+    as_of: Any = None,
+    fs: FeatureSet | None = None,
+    features: list[str] | None = None,
+    *,
+    group_trips: int = GROUP_TRIPS,
+    n_groups: int | None = None,
+) -> tuple[pd.Timestamp, dict[str, pd.DataFrame]]:
+    """Every rider, merchant, pair, zone and city vector as of ``as_of`` (default: after the last event),
+    computed by the groups of :func:`build_frame_dask` and gathered here, in the pandas engine's order."""
+    from safetyml.features.online import ENTITIES, default_as_of, store_columns
+    from safetyml.values import utc_timestamp
+
+    fs = fs or load_feature_set()
+    stamp = utc_timestamp(default_as_of(_max_times(tables)) if as_of is None else as_of)
+    if features is None:
+        columns = {e: [d.name for d in fs.entity_features("zone" if e == "city" else e)] for e in ENTITIES}
+    else:
+        columns = store_columns(fs, features)
+    r = _routing(tables, client, fs, n_groups, group_trips)
+    jobs = []
+    for kind, group in [("rider", g) for g in range(r.groups)] + [("merchant", g) for g in range(r.groups)]:
+        ledger = r.merchant_rows("merchant_ledger", group) if kind == "merchant" else None
+        credit = r.merchant_rows("credit_events", group) if kind == "merchant" else None
+        jobs.append(
+            client.submit(
+                _group_vectors,
+                r.trips(kind, group),
+                kind,
+                group,
+                r.groups,
+                r.cities,
+                *r.shared(),
+                ledger,
+                credit,
+                r.empty,
+                r.fs,
+                stamp,
+                columns,
+            )
+        )
+    for city in r.cities:
+        jobs.append(
+            client.submit(
+                _group_vectors,
+                r.trips("zone", city),
+                "zone",
+                city,
+                r.groups,
+                r.cities,
+                *r.shared(),
+                None,
+                None,
+                r.empty,
+                r.fs,
+                stamp,
+                columns,
+            )
+        )
+    out: dict[str, pd.DataFrame] = {}
+    for entity in ENTITIES:
+        pieces = [
+            p for p in client.gather([client.submit(_entity_piece, j, entity) for j in jobs]) if p is not None
+        ]
+        if pieces:
+            out[entity] = pd.concat(pieces)
+    riders, merchants = _gathered(tables, "riders"), _gathered(tables, "merchants")
+    rider_ids, merchant_ids = riders["rider_id"].astype("str"), merchants["merchant_id"].astype("str")
+    out["rider"] = out["rider"].reindex(pd.Index(rider_ids, name="id"))
+    out["merchant"] = out["merchant"].reindex(pd.Index(merchant_ids, name="id"))
+    if "pair" in out:  # the pandas order: by rider, then merchant, in table order
+        halves = pd.Series(out["pair"].index, dtype="object").str.split(PAIR_SEPARATOR, n=1)
+        rider_pos = pd.Index(rider_ids).get_indexer(halves.str[0])
+        merchant_pos = pd.Index(merchant_ids).get_indexer(halves.str[1])
+        out["pair"] = out["pair"].iloc[np.lexsort((merchant_pos, rider_pos))]
+    if "zone" in out:
+        out["zone"] = out["zone"].iloc[np.argsort(zones.to_int(out["zone"].index.to_numpy()), kind="stable")]
+    if "city" in out:
+        out["city"] = out["city"].sort_index()
+    return stamp, out
+
+
+def materialize_dask(
+    tables: DaskTables,
+    client: Any,
+    fs: FeatureSet | None = None,
+    as_of: Any = None,
+    store: Any = None,
+    features: list[str] | None = None,
+) -> dict[str, Any]:
+    """:func:`~safetyml.features.online.materialize` on the Dask engine: the vectors computed on the cluster,
+    written here to the same online store."""
+    from safetyml.features.online import OnlineStore
+
+    fs = fs or load_feature_set()
+    stamp, vectors = entity_vectors_dask(tables, client, as_of, fs, features)
+    store = store or OnlineStore.open()
+    for entity, frame in vectors.items():
+        store.write(entity, frame, stamp, fs.version)
+    return store.metadata()
 
 
 def read_frame_dataset(path: Path) -> pd.DataFrame:
