@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from safetyml.cli import app
-from safetyml.features.distributed import build_frame_dask, read_frame_dataset
+from safetyml.features.distributed import read_frame_dataset
 from safetyml.features.frames import build_frame
-from safetyml.tables import load_tables, load_tables_dask
+from safetyml.tables import load_tables
 from tests.test_dask_validation import _subset, _write_partitioned
 
 # Float sums over windows are differences of cumulative sums; a group's sums start from another prefix, so
@@ -46,28 +46,20 @@ def assert_same_frame(dask_frame: pd.DataFrame, pandas_frame: pd.DataFrame) -> N
 
 
 @pytest.mark.slow
-def test_dask_frame_equals_the_pandas_frame(lake, pandas_frame, dask_client, tmp_path):
-    tables = load_tables_dask(lake, dask_client)
-    out = tmp_path / "frame"
-    result = build_frame_dask("incident_risk", tables, dask_client, out, n_groups=3)
-    assert result.groups["rider"] == 3 and result.groups["zone"] >= 2  # several groups of each kind
-    days = sorted(p.name for p in out.iterdir())
-    assert len(days) == result.days == 6 and all(d.startswith("date=") for d in days)
-    assert result.rows == len(pandas_frame) and result.positives == int(pandas_frame["label"].sum())
-    assert_same_frame(read_frame_dataset(out), pandas_frame)
-
-
-@pytest.mark.slow
-def test_features_build_command_on_dask(lake, pandas_frame, dask_client, tmp_path):
+def test_features_build_on_dask_equals_the_pandas_frame(lake, pandas_frame, dask_client, tmp_path):
+    """Through the command, on the session's cluster of 2 worker processes (so 2 rider and merchant
+    groups, and one zone group per city with trips)."""
     out = tmp_path / "frame"
     args = ["features", "build", "incident_risk", "--data", str(lake), "--out", str(out)]
-    result = CliRunner().invoke(
-        app, [*args, "--engine", "dask", "--scheduler", dask_client.scheduler.address]
-    )
+    on_dask = ["--engine", "dask", "--scheduler", dask_client.scheduler.address]
+    result = CliRunner().invoke(app, [*args, *on_dask])
     assert result.exit_code == 0, result.output
     assert f"{len(pandas_frame):,} rows" in result.output and "6 daily parts" in result.output
+    assert "'rider': 2" in result.output and "'zone': 1}" not in result.output  # several groups of each
+    days = sorted(p.name for p in out.iterdir())
+    assert len(days) == 6 and all(d.startswith("date=") for d in days)
     assert_same_frame(read_frame_dataset(out), pandas_frame)
-    again = CliRunner().invoke(app, [*args, "--engine", "dask", "--scheduler", dask_client.scheduler.address])
+    again = CliRunner().invoke(app, [*args, *on_dask])
     assert again.exit_code == 2 and "not empty" in again.output
 
 
