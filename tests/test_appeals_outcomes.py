@@ -173,3 +173,13 @@ def test_cli_appeal_appeals_and_show(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert (
         "overturn rate of this decision's policy version" in shown.output and "BR@2026.12.1" in shown.output
     )
+
+
+def test_appeals_refuse_a_postgres_audit_store_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetyml.scoring.side_tables import SideTableError
+
+    monkeypatch.setenv("SAFETYML_AUDIT_URL", "postgresql://nowhere/audit")
+    with pytest.raises(SideTableError, match="appeals are kept in the SQLite audit store only"):
+        read_appeals(tmp_path / "audit.sqlite")

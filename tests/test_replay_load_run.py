@@ -82,13 +82,16 @@ def test_replay_notices_a_changed_snapshot_and_an_unknown_version(load_run: dict
 
     with safetyml_env(load_run["home"]):
         replayer = Replayer()
-        decision = get_decision(load_run["ids"][1])
+        decisions = [get_decision(i) for i in load_run["ids"][:60]]
+        decision = next(
+            d
+            for d in decisions
+            if d["reasons"] and isinstance(d["features"][d["reasons"][0]["feature"]], float)
+        )
         top = decision["reasons"][0]["feature"]
-        value = decision["features"][top]
-        assert isinstance(value, float | int)
-        decision["features"][top] = value * 3 + 10
+        decision["features"][top] = decision["features"][top] * 3 + 10  # the strongest reason, much stronger
         changed = replayer.replay(decision, with_champion=False)
-        assert not changed.score_identical and changed.champion is None
+        assert not changed.score_identical and not changed.reasons_identical and changed.champion is None
         decision["model_version"] = "999"
         with pytest.raises(LookupError, match="version 999 named on the decision"):
             replayer.replay(decision)

@@ -7,6 +7,7 @@ They sit under the ``decisions`` group of :mod:`safetyml.cli.serving` (which reg
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -222,6 +223,62 @@ def print_statement(decision: dict[str, Any]) -> None:
         fail(str(exc))
     console.print(f"[dim]statement of reasons ({statement.language})[/]")
     console.print(statement.render(), highlight=False, markup=False)
+
+
+@challenger_app.command("report")
+def challenger_report_command(
+    task: str = typer.Option("incident_risk", "--task", help="incident_risk or merchant_credit."),
+    model: str | None = typer.Option(None, "--model", help="Challenger NAME@ALIAS (default: most recorded)."),
+    data: Path | None = typer.Option(None, "--data", help="Data folder with outcomes, to label decisions."),
+    boot: int = typer.Option(1000, "--boot", min=100, help="Bootstrap resamples."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    top: int = typer.Option(10, "--top", help="Swapped decisions to list."),
+) -> None:
+    """Challenger vs champion on the same live decisions: agreement by band, swap set, paired bootstrap."""
+    from safetyml.scoring.challenger_report import ChallengerReportError, challenger_report
+
+    try:
+        report = challenger_report(task, spec=model, data_dir=data, n_boot=boot, seed=seed)
+    except ChallengerReportError as exc:
+        fail(str(exc))
+    console.print(
+        f"[bold]{report.spec}[/] ({task}): challenger v{', v'.join(report.challenger_versions)} vs champion "
+        f"v{', v'.join(report.champion_versions)} on {len(report.pairs):,} decisions",
+        highlight=False,
+    )
+    coverage = Table("market", "mode", "decisions", "with both scores", "missing", title="coverage")
+    for row in report.coverage.itertuples(index=False):
+        coverage.add_row(str(row.market), row.mode, str(row.decisions), str(row.paired), str(row.missing))
+    console.print(coverage)
+    columns = ("band (champion tier)", "decisions", "same action", "mean p champion", "mean p challenger")
+    agreement = Table(*columns, "mean |Δp|", title="agreement by score band")
+    for row in report.agreement.itertuples(index=False):
+        agreement.add_row(
+            str(row[0]), str(row[1]), f"{row[2]:.1%}", f"{row[3]:.4f}", f"{row[4]:.4f}", f"{row[5]:.4f}"
+        )
+    console.print(agreement)
+    swaps = Table("champion action", "challenger action", "decisions", title="swap set")
+    for row in report.swaps.itertuples(index=False):
+        swaps.add_row(str(row[0]), str(row[1]), str(row[2]))
+    console.print(swaps)
+    pairs = report.pairs
+    changed = pairs[pairs["action_champion"] != pairs["action_challenger"]]
+    changed = changed.assign(gap=(changed["p_challenger"] - changed["p_champion"]).abs()).nlargest(top, "gap")
+    for row in changed.itertuples(index=False):
+        console.print(
+            f"  {row.decision_id}  {row.market}  {row.action_champion} → {row.action_challenger}  "
+            f"p {row.p_champion:.4f} → {row.p_challenger:.4f}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"labels: {report.label_note}", highlight=False)
+    if report.bootstrap is not None:
+        verdict = "[green]passes[/]" if report.gate else "[red]fails[/]"
+        console.print(
+            f"promotion gate {verdict}: {report.bootstrap.describe(report.margin)}", highlight=False
+        )
 
 
 def register(decisions_app: typer.Typer, app: typer.Typer) -> None:

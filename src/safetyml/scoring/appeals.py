@@ -95,11 +95,9 @@ class Appeal:
 
 
 def _connect(path: Path | None) -> sqlite3.Connection:
-    from safetyml.scoring.audit import connect, default_path
+    from safetyml.scoring.side_tables import connect_beside
 
-    conn = connect(Path(path) if path is not None else default_path())
-    conn.executescript(_SCHEMA)
-    return conn
+    return connect_beside(path, _SCHEMA, "appeals")
 
 
 def _norm(person: str) -> str:

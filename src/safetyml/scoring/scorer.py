@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from safetyml.features.online import OnlineStore
     from safetyml.features.online_rows import TripPlan
     from safetyml.scoring.audit import AuditLog
+    from safetyml.scoring.challengers import ChallengerSet, LoadedChallenger, ShadowLog
     from safetyml.scoring.policies import Policy
     from safetyml.training.config import CreditScoreConfig
 
@@ -84,6 +85,7 @@ class ModelBundle:
     models: dict[str, RiskModel]
     versions: dict[str, str]
     names: dict[str, str]
+    challengers: ChallengerSet | None = None  # shadow/canary models of the policy files
 
 
 def utc_now() -> datetime:
@@ -149,13 +151,23 @@ class Scorer:
         audit: AuditLog | None = None,
         model_names: dict[str, str] | None = None,
         credit: CreditScoreConfig | None = None,
+        challengers: ChallengerSet | None = None,
+        shadow: ShadowLog | None = None,
     ):
-        """``credit``: the credit-score scale (default: the project's, from training/merchant_credit.yaml)."""
+        """``credit``: the credit-score scale (default: the project's, from training/merchant_credit.yaml).
+        ``challengers``: shadow/canary models (:mod:`safetyml.scoring.challengers`); ``shadow`` records the
+        challenger scores off the response path (default: next to the audit log when both exist)."""
         self._bundle = ModelBundle(
             models=dict(models),
             versions={task: str((model_versions or {}).get(task, "local")) for task in models},
             names={task: (model_names or {}).get(task, task) for task in models},
+            challengers=challengers,
         )
+        if shadow is None and challengers and audit is not None:
+            from safetyml.scoring.challengers import ShadowLog
+
+            shadow = ShadowLog(audit.path)
+        self.shadow = shadow
         self.store = store
         self.policies = policies if policies is not None else load_policies()
         self._feature_set = feature_set
@@ -178,7 +190,7 @@ class Scorer:
         from safetyml.features.online import OnlineStore
 
         policies = load_policies(policies_dir)  # first: an invalid policy file must stop start-up early
-        bundle = _load_bundle(alias)
+        bundle = _load_bundle(alias, policies)
         store = OnlineStore.open(store_path)
         scorer = cls(
             bundle.models,
@@ -188,13 +200,14 @@ class Scorer:
             model_versions=bundle.versions,
             audit=audit,
             model_names=bundle.names,
+            challengers=bundle.challengers,
         )
         return scorer
 
     def reload(self, alias: str = "champion") -> dict[str, str]:
         """Load ``alias`` of each task afresh and swap it in atomically; returns the new versions."""
         with self._reload_lock:
-            new = _load_bundle(alias)
+            new = _load_bundle(alias, self.policies)
             old = self._bundle
             self._bundle = new  # one reference assignment: requests in flight keep their bundle
         log.info("models reloaded (%s): %s -> %s", alias, old.versions, new.versions)
@@ -349,27 +362,60 @@ class Scorer:
         )
         decided_at = utc_now()
         responses = []
+        challengers = bundle.challengers
+        shadow_items: list[Any] = []
         for i, request in enumerate(requests):
             policy = self.policies.for_market(market_of_city(cities[i]))
-            tier, action = policy.decide_one(TRIP_TASK, float(probability[i]))
-            reasons = self._row_reasons(model, rows[i], contributions[i : i + 1]) if explain[i] else []
+            served, p_i = model, float(probability[i])
+            contrib_i = contributions[i : i + 1] if contributions is not None else None
+            entries = challengers.for_policy(policy, TRIP_TASK) if challengers else ()
+            canary = None
+            if entries:
+                keys = {"rider_id": request.rider_id, "merchant_id": request.merchant_id}
+                canary, shadows = _route(entries, TRIP_TASK, keys)
+                if canary is not None:  # this request's sticky key is in the canary's slice: it serves
+                    served = canary.model
+                    matrix_c = fast_matrix(served, [rows[i]])
+                    p_i = float(predict_matrix(served, matrix_c)[0])
+                    contrib_i = (
+                        np.asarray(
+                            served.booster.predict(matrix_c, pred_contrib=True, num_threads=1),
+                            dtype="float64",
+                        )
+                        if explain[i]
+                        else None
+                    )
+            tier, action = policy.decide_one(TRIP_TASK, p_i)
+            reasons = self._row_reasons(served, rows[i], contrib_i) if explain[i] else []
+            fields_ = _decision_fields(bundle, TRIP_TASK, policy, decided_at, reasons, cold[i])
+            if canary is not None:
+                fields_["model_name"], fields_["model_version"] = canary.name, canary.version
             response = TripScoreResponse(
                 rider_id=request.rider_id,
                 merchant_id=request.merchant_id,
-                probability=float(probability[i]),
+                probability=p_i,
                 risk_tier=tier,
                 action=action,
-                **_decision_fields(bundle, TRIP_TASK, policy, decided_at, reasons, cold[i]),
+                **fields_,
             )
             responses.append(response)
             self._audit(
                 response,
                 subject_id=f"{request.rider_id}/{request.merchant_id}",
                 probability=response.probability,
-                features={name: rows[i][name] for name in model.features},
+                features={name: rows[i][name] for name in served.features},
                 reasons=reasons,
                 request=request.model_dump(mode="json"),
             )
+            if entries and self.shadow is not None:
+                others = _champion_side(bundle, TRIP_TASK, canary, float(probability[i]), rows[i], served)
+                shadow_items.append(
+                    (i, response.decision_id, policy, tuple(served.features), shadows, others)
+                )
+        if shadow_items:  # scored off the response path by the shadow thread
+            from safetyml.scoring.challengers import ShadowJob
+
+            self.shadow.submit(ShadowJob(TRIP_TASK, rows, shadow_items))
         return responses
 
     def trip_rows(
@@ -415,30 +461,60 @@ class Scorer:
         cold = _cold_start(X)
         decided_at = utc_now()
         responses = []
+        challengers = bundle.challengers
+        policies = [self.policies.for_market(m) for m in markets]
+        routes = [
+            _route(challengers.for_policy(p, MERCHANT_TASK), MERCHANT_TASK, {"merchant_id": r.merchant_id})
+            if challengers and challengers.for_policy(p, MERCHANT_TASK)
+            else None
+            for p, r in zip(policies, requests, strict=True)
+        ]
+        served = {
+            i: _canary_rows(self, route_[0], X, i, explain, markets)
+            for i, route_ in enumerate(routes)
+            if route_ and route_[0]
+        }
+        shadow_items: list[Any] = []
         for i, request in enumerate(requests):
-            policy = self.policies.for_market(markets[i])
-            reasons = scored["reasons"].iat[i] if explain and request.explain else []
+            policy = policies[i]
+            row, row_i, canary = served.get(i, (scored, i, None))
+            reasons = row["reasons"].iat[row_i] if explain and request.explain else []
+            fields_ = _decision_fields(bundle, MERCHANT_TASK, policy, decided_at, reasons, cold[i])
+            if canary is not None:
+                fields_["model_name"], fields_["model_version"] = canary.name, canary.version
             response = MerchantScoreResponse(
                 merchant_id=request.merchant_id,
                 as_of=as_of,
-                probability_of_default=float(scored["probability"].iat[i]),
-                credit_score=float(scored["credit_score"].iat[i]),
-                grade=str(scored["grade"].iat[i]),
-                risk_tier=str(scored["risk_tier"].iat[i]),
-                action=scored["action"].iat[i],
-                **_decision_fields(bundle, MERCHANT_TASK, policy, decided_at, reasons, cold[i]),
+                probability_of_default=float(row["probability"].iat[row_i]),
+                credit_score=float(row["credit_score"].iat[row_i]),
+                grade=str(row["grade"].iat[row_i]),
+                risk_tier=str(row["risk_tier"].iat[row_i]),
+                action=row["action"].iat[row_i],
+                **fields_,
             )
             responses.append(response)
+            used = model if canary is None else canary.model
             self._audit(
                 response,
                 subject_id=request.merchant_id,
                 probability=response.probability_of_default,
-                features=features[i],
+                features=features[i] if canary is None else _feature_records(X.iloc[[i]], used.features)[0],
                 reasons=reasons,
                 request=request.model_dump(mode="json"),
                 credit_score=response.credit_score,
                 grade=response.grade,
             )
+            if routes[i] is not None and self.shadow is not None:
+                record = _feature_records(X.iloc[[i]], model.features)[0] if canary is not None else {}
+                p_champion = float(scored["probability"].iat[i])
+                others = _champion_side(bundle, MERCHANT_TASK, canary, p_champion, record, used)
+                shadow_items.append(
+                    (i, response.decision_id, policy, tuple(used.features), routes[i][1], others)
+                )
+        if shadow_items:
+            from safetyml.scoring.challengers import ShadowJob
+
+            self.shadow.submit(ShadowJob(MERCHANT_TASK, X, shadow_items))
         return responses
 
     def merchant_features(self, requests: list[MerchantScoreRequest]) -> tuple[pd.DataFrame, datetime]:
@@ -507,7 +583,7 @@ class Scorer:
 
 
 # ----------------------------------------------------------------------------------- helpers
-def _load_bundle(alias: str) -> ModelBundle:
+def _load_bundle(alias: str, policies: PolicySet | None = None) -> ModelBundle:
     from safetyml import tracking
 
     models, versions, names = {}, {}, {}
@@ -516,7 +592,55 @@ def _load_bundle(alias: str) -> ModelBundle:
         models[task] = model
         versions[task] = str(ref.version)
         names[task] = str(getattr(ref, "name", task))
-    return ModelBundle(models=models, versions=versions, names=names)
+    challengers = None
+    if policies is not None and any(p.challengers for p in policies.policies.values()):
+        from safetyml.scoring.challengers import load_challengers
+
+        challengers = load_challengers(policies, champions={t: (names[t], versions[t]) for t in TASKS})
+    return ModelBundle(models=models, versions=versions, names=names, challengers=challengers)
+
+
+def _route(entries: Any, task: str, keys: dict[str, str]) -> tuple[LoadedChallenger | None, list[Any]]:
+    from safetyml.scoring.challengers import route
+
+    return route(entries, task, keys)
+
+
+def _canary_rows(
+    scorer: Scorer,
+    canary: LoadedChallenger,
+    X: pd.DataFrame,
+    i: int,
+    explain: bool,
+    markets: list[str | None],
+) -> tuple[pd.DataFrame, int, LoadedChallenger]:
+    """A merchant row scored by the canary challenger that serves it (same frame code as the champion)."""
+    bundle = ModelBundle(
+        {MERCHANT_TASK: canary.model}, {MERCHANT_TASK: canary.version}, {MERCHANT_TASK: canary.name}
+    )
+    frame = scorer._score_frame(
+        bundle, MERCHANT_TASK, X.iloc[[i]], explain=explain, k=3, markets=[markets[i]]
+    )
+    return frame, 0, canary
+
+
+def _champion_side(
+    bundle: ModelBundle,
+    task: Task,
+    canary: LoadedChallenger | None,
+    probability: float,
+    row: dict[str, Any],
+    served: RiskModel,
+) -> list[tuple[Any, ...]]:
+    """For a canary decision, the champion's (unserved) score to record beside it; else nothing."""
+    if canary is None:
+        return []
+    from safetyml.scoring.challengers import ROLE_CHAMPION
+
+    extra = {f: row.get(f) for f in bundle.models[task].features if f not in served.features}
+    return [
+        (ROLE_CHAMPION, "canary", canary.spec, bundle.names[task], bundle.versions[task], probability, extra)
+    ]
 
 
 def _cold_start(X: pd.DataFrame) -> list[bool]:

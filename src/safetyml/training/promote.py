@@ -1,10 +1,19 @@
-"""Promotion: move the ``champion`` alias to the challenger only if it is not worse on the latest test window.
+"""Promotion: move the ``champion`` alias to the challenger only if it is not worse than the champion.
 
-Both versions are scored on the same rows (the test window of the current data, split as the training
-config says) with the task's primary metric (PR AUC for incident risk, ROC AUC for merchant credit).
-The challenger wins unless it is worse than the champion by more than ``promotion.margin``. The
-decision, the figures and the reason are written as tags on the challenger's model version; ``force``
-overrides the rule and needs a reason, which is recorded.
+The evidence is, in order of preference:
+
+1. **shadow decisions**: when the challenger ran in shadow or canary beside this champion
+   (:mod:`safetyml.scoring.challengers`) and enough of those live decisions have mature labels in the
+   data, both models' scores *on the same decisions*;
+2. otherwise **the latest test window**: both versions scored on the same rows (the test window of the
+   current data, split as the training config says).
+
+Either way the task's primary metric (PR AUC for incident risk, ROC AUC for merchant credit) is compared
+with a **paired bootstrap** CI of challenger − champion (same resamples for both;
+:func:`safetyml.scoring.challenger_report.paired_bootstrap`, seed 0), and the challenger is promoted when
+the CI excludes a loss beyond ``promotion.margin`` (its lower end is above −margin). The decision, the
+figures, the CI, the evidence and the reason are written as tags on the challenger's model version;
+``force`` overrides the rule and needs a reason, which is recorded.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ class PromotionDecision:
     margin: float = 0.0
     forced: bool = False
     test_rows: int = 0
+    ci_low: float | None = None
+    ci_high: float | None = None
+    evidence: str = "test window"
 
     def render(self) -> str:
         verdict = "promoted" if self.promoted else "kept the champion"
@@ -53,6 +65,9 @@ class PromotionDecision:
             "promotion.margin": self.margin,
             "promotion.forced": self.forced,
             "promotion.test_rows": self.test_rows,
+            "promotion.ci_low": self.ci_low,
+            "promotion.ci_high": self.ci_high,
+            "promotion.evidence": self.evidence,
             "promotion.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
 
@@ -83,14 +98,13 @@ def promote_first_if_no_champion(task: str, name: str, version: str) -> bool:
     return True
 
 
-def score_on_latest_test(
+def latest_test_predictions(
     task: str, models: dict[str, Any], data_dir: Path, tables: Tables | None = None
-) -> tuple[dict[str, float], int]:
-    """The primary metric of each model on the latest test window of ``data_dir``."""
+) -> tuple[Any, dict[str, Any]]:
+    """The labels of the latest test window of ``data_dir`` and each model's probabilities on those rows."""
     from safetyml.features.definitions import load_feature_set
     from safetyml.tables import load_tables
     from safetyml.training.data import build_task_frame, usable_rows
-    from safetyml.training.metrics import classification_metrics
     from safetyml.training.split import time_split
 
     config = load_training_config(task)
@@ -98,14 +112,53 @@ def score_on_latest_test(
     frame, _ = usable_rows(build_task_frame(tables or load_tables(data_dir), fs, config), config)
     split = time_split(frame["as_of"], frame["label"].to_numpy(), config.split)
     test = frame.loc[split.mask("test")].reset_index(drop=True)
-    y = test["label"].to_numpy()
+    return test["label"].to_numpy(), {key: model.predict_proba(test) for key, model in models.items()}
+
+
+def score_on_latest_test(
+    task: str, models: dict[str, Any], data_dir: Path, tables: Tables | None = None
+) -> tuple[dict[str, float], int]:
+    """The primary metric of each model on the latest test window of ``data_dir``."""
+    from safetyml.training.metrics import classification_metrics
+
+    config = load_training_config(task)
+    y, predictions = latest_test_predictions(task, models, data_dir, tables)
     out = {
-        key: classification_metrics(y, model.predict_proba(test), config.review_capacity)[
-            config.primary_metric
-        ]
-        for key, model in models.items()
+        key: classification_metrics(y, p, config.review_capacity)[config.primary_metric]
+        for key, p in predictions.items()
     }
-    return out, len(test)
+    return out, len(y)
+
+
+def paired_evidence(
+    task: str,
+    name: str,
+    challenger_version: str,
+    champion_version: str,
+    data_dir: Path,
+    tables: Tables | None = None,
+) -> tuple[Any, str]:
+    """The paired bootstrap of challenger vs champion: on shadow decisions when enough are labelled, else on
+    the latest test window. Returns (PairedBootstrap, evidence description)."""
+    from safetyml import tracking
+    from safetyml.scoring.challenger_report import ChallengerReportError, challenger_report, paired_bootstrap
+    from safetyml.tables import load_tables
+
+    config = load_training_config(task)
+    tables = tables or load_tables(data_dir)
+    try:
+        report = challenger_report(task, tables=tables, challenger_version=challenger_version, seed=0)
+    except ChallengerReportError:
+        report = None
+    if report is not None and report.bootstrap is not None and report.champion_versions == [champion_version]:
+        return report.bootstrap, f"shadow decisions ({report.spec}; {report.label_note})"
+    models = {
+        "challenger": tracking.load_model_version(name, challenger_version),
+        "champion": tracking.load_model_version(name, champion_version),
+    }
+    y, p = latest_test_predictions(task, models, data_dir, tables)
+    boot = paired_bootstrap(y, p["champion"], p["challenger"], config.primary_metric, seed=0)
+    return boot, f"test window of {data_dir}"
 
 
 def promote(
@@ -156,22 +209,20 @@ def promote(
     else:
         if data_dir is None:
             data_dir = Path(tracking.run_info(challenger.run_id)["params"]["data_dir"])
-        models = {
-            "challenger": tracking.load_model_version(name, challenger.version),
-            "champion": tracking.load_model_version(name, champion.version),
-        }
-        values, rows = score_on_latest_test(task, models, Path(data_dir), tables)
-        ok = decide(values["challenger"], values["champion"], margin)
+        boot, evidence = paired_evidence(
+            task, name, challenger.version, champion.version, Path(data_dir), tables
+        )
+        ok = boot.passes(margin)
         comparison = (
-            f"test {metric} challenger v{challenger.version} {values['challenger']:.4f} vs champion "
-            f"v{champion.version} {values['champion']:.4f} (margin {margin}) on {rows} rows of {data_dir}"
+            f"challenger v{challenger.version} vs champion v{champion.version}: {boot.describe(margin)}; "
+            f"evidence: {evidence}"
         )
         if force:
             promoted, why = True, f"forced: {reason} ({comparison})"
         elif ok:
-            promoted, why = True, f"not worse than champion by more than the margin: {comparison}"
+            promoted, why = True, f"the CI excludes a loss beyond the margin: {comparison}"
         else:
-            promoted, why = False, f"worse than champion by more than the margin: {comparison}"
+            promoted, why = False, f"the CI does not exclude a loss beyond the margin: {comparison}"
         decision = PromotionDecision(
             task,
             name,
@@ -180,11 +231,14 @@ def promote(
             promoted,
             why,
             metric,
-            values["challenger"],
-            values["champion"],
+            boot.challenger,
+            boot.champion,
             margin,
             force,
-            rows,
+            boot.rows,
+            boot.ci_low,
+            boot.ci_high,
+            "shadow" if evidence.startswith("shadow") else "test window",
         )
     if decision.promoted:
         tracking.set_alias(name, "champion", challenger.version)

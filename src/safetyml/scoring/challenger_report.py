@@ -1,0 +1,373 @@
+"""The challenger report: a challenger against the champion on the same live decisions.
+
+Each decision scored while a challenger was configured has both scores (the served one in ``decisions``,
+the other in ``challenger_scores``; see :mod:`safetyml.scoring.challengers`). The report gives:
+
+- **coverage**: decisions of the challenger's markets and task since its first score that lack one;
+- **agreement by score band**: per risk tier of the champion's score, how often both give the same action;
+- **the swap set**: the decisions whose action would change, counted by (champion action → challenger
+  action) and listed by the largest score change;
+- once labels mature, the task's primary metric of both **on the same rows**, with a **paired bootstrap**
+  interval of the difference (rows resampled together, so what both models got right or wrong in common
+  cancels out). The gate is non-inferiority: the challenger passes when the lower end of the interval of
+  ``challenger − champion`` is above ``−margin`` (the interval excludes a loss beyond the margin).
+
+Labels: an ``incident_risk`` decision is matched to its trip (rider, merchant, requested_at) in the
+tables, and is labelled once ``label_lag_days`` have passed by the data's end (an incident of at least the
+training config's severity linked to the trip, reported by then). ``merchant_credit`` decisions are not
+labelled here yet (their 90-day horizon needs the snapshot date, which the live decisions do not fix).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from safetyml.errors import SafetymlError
+from safetyml.tasks import INCIDENT_RISK
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from safetyml.tables import Tables
+
+N_BOOT = 1000
+MIN_POSITIVES = 20  # fewer labelled positives than this: no metric comparison (the interval would be noise)
+
+
+class ChallengerReportError(SafetymlError, LookupError):
+    """No challenger scores to report on (none configured, or none recorded for the task)."""
+
+
+def _metric(name: str):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    metrics = {"pr_auc": average_precision_score, "roc_auc": roc_auc_score}
+    if name not in metrics:
+        raise ValueError(f"paired bootstrap metric {name!r}: expected one of {', '.join(metrics)}")
+    return metrics[name]
+
+
+@dataclass(frozen=True)
+class PairedBootstrap:
+    """Both models' metric on the same rows and the percentile interval of the paired difference."""
+
+    metric: str
+    champion: float
+    challenger: float
+    ci_low: float
+    ci_high: float
+    rows: int
+    positives: int
+    resamples: int
+    seed: int
+    confidence: float
+
+    @property
+    def difference(self) -> float:
+        return self.challenger - self.champion
+
+    def passes(self, margin: float) -> bool:
+        """Non-inferiority: the interval of challenger − champion lies above −margin."""
+        return self.ci_low >= -margin
+
+    def describe(self, margin: float) -> str:
+        return (
+            f"{self.metric} challenger {self.challenger:.4f} vs champion {self.champion:.4f} "
+            f"(difference {self.difference:+.4f}, {self.confidence:.0%} paired bootstrap CI "
+            f"[{self.ci_low:+.4f}, {self.ci_high:+.4f}], margin {margin}) on {self.rows} rows "
+            f"({self.positives} positive), {self.resamples} resamples, seed {self.seed}"
+        )
+
+
+def paired_bootstrap(
+    y: np.ndarray,
+    p_champion: np.ndarray,
+    p_challenger: np.ndarray,
+    metric: str = "pr_auc",
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> PairedBootstrap:
+    """The metric of both models on the rows, and a percentile CI of their difference from ``n_boot``
+    resamples of the rows (the same resample for both models). Resamples with one class only are skipped.
+
+    Our own loop (no library offers a *paired* bootstrap of a ranking metric): scikit-learn computes each
+    metric, NumPy draws the resamples from ``default_rng(seed)``.
+    """
+    score = _metric(metric)
+    y = np.asarray(y, dtype=int)
+    a, b = np.asarray(p_champion, dtype=float), np.asarray(p_challenger, dtype=float)
+    if not (len(y) == len(a) == len(b)):
+        raise ValueError(f"paired bootstrap: {len(y)} labels, {len(a)} and {len(b)} scores; expected equal")
+    if y.min(initial=1) == y.max(initial=0):
+        raise ValueError(f"paired bootstrap: the {len(y)} rows have one class only")
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        yb = y[idx]
+        if yb.min() == yb.max():
+            continue
+        diffs.append(score(yb, b[idx]) - score(yb, a[idx]))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    return PairedBootstrap(
+        metric, float(score(y, a)), float(score(y, b)), float(low), float(high), len(y), int(y.sum()),
+        len(diffs), seed, confidence,
+    )  # fmt: skip
+
+
+@dataclass
+class ChallengerReport:
+    """What ``safetyml challenger report`` prints; ``pairs`` has one row per decision with both scores."""
+
+    task: str
+    spec: str
+    champion_versions: list[str]
+    challenger_versions: list[str]
+    pairs: pd.DataFrame
+    coverage: pd.DataFrame
+    agreement: pd.DataFrame
+    swaps: pd.DataFrame
+    bootstrap: PairedBootstrap | None = None
+    margin: float = 0.0
+    label_note: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def missing(self) -> int:
+        return int(self.coverage["missing"].sum()) if len(self.coverage) else 0
+
+    @property
+    def gate(self) -> bool | None:
+        """True/False once labels allow the comparison; None before."""
+        return None if self.bootstrap is None else self.bootstrap.passes(self.margin)
+
+
+def decision_pairs(task: str, path: Path | None = None, spec: str | None = None) -> tuple[pd.DataFrame, str]:
+    """Decisions of ``task`` joined with their recorded other score: one row per decision and challenger,
+    with ``p_champion``, ``p_challenger``, both actions, the champion's tier and both versions."""
+    import pandas as pd
+
+    from safetyml.scoring.audit import read_decisions
+    from safetyml.scoring.challengers import ROLE_CHALLENGER, read_challenger_scores
+
+    scores = read_challenger_scores(path)
+    scores = scores[scores["task"] == task]
+    if scores.empty:
+        raise ChallengerReportError(
+            f"no challenger scores for {task} in the audit store; declare a challenger in the policy "
+            "files (challengers: [{model: NAME@challenger, mode: shadow}]) and serve some traffic"
+        )
+    specs = scores["spec"].value_counts()
+    spec = spec or str(specs.index[0])
+    if spec not in specs.index:
+        raise ChallengerReportError(f"no scores of challenger {spec!r}; recorded: {', '.join(specs.index)}")
+    scores = scores[scores["spec"] == spec]
+    decisions = read_decisions(path=path)
+    decisions = decisions[decisions["task"] == task]
+    both = decisions.merge(scores, on="decision_id", suffixes=("", "_other"), validate="one_to_one")
+    shadow = (both["role"] == ROLE_CHALLENGER).to_numpy()
+    pick = lambda served, other: np.where(shadow, both[served], both[other])  # noqa: E731
+    pairs = pd.DataFrame(
+        {
+            "decision_id": both["decision_id"],
+            "decided_at": both["decided_at"],
+            "market": both["market"],
+            "mode": both["mode"],
+            "p_champion": pick("probability", "probability_other"),
+            "p_challenger": pick("probability_other", "probability"),
+            "tier_champion": pick("risk_tier", "risk_tier_other"),
+            "action_champion": pick("action", "action_other"),
+            "action_challenger": pick("action_other", "action"),
+            "version_champion": pick("model_version", "model_version_other"),
+            "version_challenger": pick("model_version_other", "model_version"),
+            "request": both["request"],
+        }
+    )
+    return pairs, spec
+
+
+def _coverage(task: str, pairs: pd.DataFrame, path: Path | None) -> pd.DataFrame:
+    """Per market and mode: decisions since the challenger's first score there that should carry both
+    scores, and how many lack one. Shadow: every decision of the market (a shadow ``share`` below 1 shows
+    as missing by design). Canary: the decisions the challenger served (the champion's side)."""
+    import pandas as pd
+
+    from safetyml.scoring.audit import read_decisions
+
+    decisions = read_decisions(path=path)
+    decisions = decisions[decisions["task"] == task]
+    rows = []
+    for (market, mode), first in pairs.groupby(["market", "mode"])["decided_at"].min().items():
+        since = decisions[(decisions["market"] == market) & (decisions["decided_at"] >= first)]
+        if mode == "canary":
+            since = since[since["model_version"].isin(pairs["version_challenger"].unique())]
+        paired = since["decision_id"].isin(pairs["decision_id"])
+        rows.append({"market": market, "mode": mode, "decisions": len(since), "paired": int(paired.sum())})
+    frame = pd.DataFrame(rows, columns=["market", "mode", "decisions", "paired"])
+    frame["missing"] = frame["decisions"] - frame["paired"]
+    return frame
+
+
+def _agreement(pairs: pd.DataFrame) -> pd.DataFrame:
+    same = pairs["action_champion"] == pairs["action_challenger"]
+    out = (
+        pairs.assign(same_action=same, gap=(pairs["p_challenger"] - pairs["p_champion"]).abs())
+        .groupby("tier_champion", sort=False)
+        .agg(
+            decisions=("decision_id", "size"),
+            same_action=("same_action", "mean"),
+            mean_p_champion=("p_champion", "mean"),
+            mean_p_challenger=("p_challenger", "mean"),
+            mean_abs_gap=("gap", "mean"),
+        )
+        .reset_index()
+        .rename(columns={"tier_champion": "band (champion tier)"})
+    )
+    return out.sort_values("mean_p_champion").reset_index(drop=True)
+
+
+def _swaps(pairs: pd.DataFrame) -> pd.DataFrame:
+    swapped = pairs[pairs["action_champion"] != pairs["action_challenger"]]
+    return (
+        swapped.groupby(["action_champion", "action_challenger"])
+        .size()
+        .rename("decisions")
+        .reset_index()
+        .sort_values("decisions", ascending=False)
+        .reset_index(drop=True)
+    )
+
+
+def trip_requests(trips: pd.DataFrame) -> list[Any]:
+    """Scoring requests of recorded trips (a ``trips`` table slice): replaying past traffic through the
+    scorer gives decisions that :func:`label_incident_decisions` can match back to their outcomes."""
+    import pandas as pd
+
+    from safetyml.scoring.schemas import TripScoreRequest
+
+    def num(value: Any) -> float | None:
+        return None if pd.isna(value) else float(value)
+
+    return [
+        TripScoreRequest(
+            rider_id=t.rider_id,
+            merchant_id=t.merchant_id,
+            requested_at=t.requested_at.to_pydatetime(),
+            pickup_lat=num(t.pickup_lat),
+            pickup_lng=num(t.pickup_lng),
+            dropoff_lat=num(t.dropoff_lat),
+            dropoff_lng=num(t.dropoff_lng),
+            distance_km=float(t.distance_km),
+            order_value=float(t.order_value),
+            payment_method=t.payment_method,
+            rain=None if pd.isna(t.rain) else bool(t.rain),
+            city=t.city,
+        )
+        for t in trips.itertuples(index=False)
+    ]
+
+
+def label_incident_decisions(
+    pairs: pd.DataFrame, tables: Tables, lag_days: int, min_severity: int
+) -> pd.Series:
+    """1/0 per pair once mature (``lag_days`` before the data's last trip), NaN when immature or unmatched."""
+    import pandas as pd
+
+    requests = [json.loads(r) if isinstance(r, str) else (r or {}) for r in pairs["request"]]
+    keys = pd.DataFrame(
+        {
+            "rider_id": [r.get("rider_id") for r in requests],
+            "merchant_id": [r.get("merchant_id") for r in requests],
+            "requested_at": pd.to_datetime(
+                [r.get("requested_at") for r in requests], utc=True, format="ISO8601"
+            ),
+        }
+    )
+    trips = tables.trips[["trip_id", "rider_id", "merchant_id", "requested_at"]].drop_duplicates(
+        ["rider_id", "merchant_id", "requested_at"]
+    )
+    matched = keys.merge(trips, on=["rider_id", "merchant_id", "requested_at"], how="left")
+    data_end = tables.trips["requested_at"].max()
+    incidents = tables.incidents
+    positive = set(incidents.loc[incidents["severity"] >= min_severity, "trip_id"].dropna().astype(str))
+    mature = matched["requested_at"] <= data_end - pd.Timedelta(days=lag_days)
+    label = matched["trip_id"].astype("string").isin(positive).astype(float)
+    label[~mature.to_numpy() | matched["trip_id"].isna().to_numpy()] = np.nan
+    return pd.Series(label.to_numpy(), index=pairs.index, name="label")
+
+
+def challenger_report(
+    task: str,
+    path: Path | None = None,
+    spec: str | None = None,
+    data_dir: Path | None = None,
+    tables: Tables | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    margin: float | None = None,
+    challenger_version: str | None = None,
+) -> ChallengerReport:
+    """Build the report for ``task`` (and challenger ``spec``, default the most recorded one).
+
+    With ``data_dir`` (or ``tables``) holding outcomes, mature decisions are labelled and the paired
+    bootstrap gate is computed (margin: the training config's ``promotion.margin``).
+    """
+    from safetyml.training.config import load_training_config
+
+    config = load_training_config(task)
+    margin = config.promotion.margin if margin is None else margin
+    pairs, spec = decision_pairs(task, path, spec)
+    if challenger_version is not None:
+        pairs = pairs[pairs["version_challenger"] == str(challenger_version)].reset_index(drop=True)
+    report = ChallengerReport(
+        task=task,
+        spec=spec,
+        champion_versions=sorted(pairs["version_champion"].unique()),
+        challenger_versions=sorted(pairs["version_challenger"].unique()),
+        pairs=pairs,
+        coverage=_coverage(task, pairs, path),
+        agreement=_agreement(pairs),
+        swaps=_swaps(pairs),
+        margin=margin,
+    )
+    if len(report.champion_versions) > 1 or len(report.challenger_versions) > 1:
+        report.notes.append(
+            f"several versions met: champion {report.champion_versions}, challenger "
+            f"{report.challenger_versions}; the metric comparison pools them"
+        )
+    if tables is None and data_dir is None:
+        report.label_note = "no outcomes given (--data DIR): agreement and swaps only"
+        return report
+    if task != INCIDENT_RISK:
+        report.label_note = f"{task} decisions are not labelled yet: agreement and swaps only"
+        return report
+    if tables is None:
+        from safetyml.tables import load_tables
+
+        tables = load_tables(Path(data_dir))
+    labels = label_incident_decisions(pairs, tables, config.split.label_lag_days, config.label.min_severity)
+    pairs["label"] = labels
+    labelled = pairs[labels.notna()]
+    positives = int(labelled["label"].sum())
+    report.label_note = (
+        f"{len(labelled)} of {len(pairs)} decisions labelled (mature and matched), {positives} positive"
+    )
+    if positives < MIN_POSITIVES or positives == len(labelled):
+        report.label_note += f"; too few to compare (need {MIN_POSITIVES} positives and some negatives)"
+        return report
+    report.bootstrap = paired_bootstrap(
+        labelled["label"].to_numpy(),
+        labelled["p_champion"].to_numpy(),
+        labelled["p_challenger"].to_numpy(),
+        metric=config.primary_metric,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    return report

@@ -1,0 +1,359 @@
+"""Challengers beside the champion, declared per market in the policy files (``challengers:``).
+
+- **shadow**: the challenger scores a (``share`` of) request(s) *off the response path*, in a background
+  thread, on the very feature snapshot the champion used; its answer is never served, only recorded.
+- **canary**: the challenger *serves* a sticky ``share`` of requests: a request goes to it when a hash of
+  its ``sticky_key`` (the rider or merchant id) falls in the challenger's slice, so one rider always meets
+  the same model, in every worker and after restarts (BLAKE2b, not Python's per-process salted ``hash``).
+
+Either way both scores are recorded: the served one in the decision, the other one (the shadow
+challenger's, or for a canary decision the champion's) in the ``challenger_scores`` table of the audit
+store, keyed by decision id, with the feature values that model used beyond the decision's snapshot, so
+the pair can be compared and replayed (:mod:`safetyml.scoring.challenger_report`).
+
+The shadow writer is bounded: past ``max_queue`` waiting jobs it drops and counts them
+(``ShadowLog.stats()["dropped"]``) rather than slow the response path; the report counts decisions
+missing their challenger score.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from safetyml.scoring.model_inputs import fast_matrix, predict_frame, predict_matrix
+from safetyml.scoring.policies import Challenger, PolicySet, task_of_model
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from safetyml.model import RiskModel
+    from safetyml.scoring.policies import Policy
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUE = 50_000  # shadow jobs (one per scored batch) waiting; beyond, jobs are dropped and counted
+ROLE_CHALLENGER, ROLE_CHAMPION = "challenger", "champion"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS challenger_scores (
+    decision_id TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('challenger', 'champion')),
+    mode TEXT NOT NULL CHECK (mode IN ('shadow', 'canary')),
+    task TEXT NOT NULL,
+    market TEXT,
+    spec TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    probability REAL NOT NULL,
+    risk_tier TEXT NOT NULL,
+    action TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    extra_features TEXT NOT NULL,
+    scored_at TEXT NOT NULL,
+    PRIMARY KEY (decision_id, model_name, model_version)
+);
+"""
+_COLUMNS = (
+    "decision_id",
+    "role",
+    "mode",
+    "task",
+    "market",
+    "spec",
+    "model_name",
+    "model_version",
+    "probability",
+    "risk_tier",
+    "action",
+    "policy_version",
+    "extra_features",
+    "scored_at",
+)
+_INSERT = (
+    f"INSERT OR IGNORE INTO challenger_scores ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+
+
+@dataclass(frozen=True)
+class LoadedChallenger:
+    """A challenger of the policy files with its model loaded from the registry."""
+
+    spec: str  # <registered model>@<alias or version>
+    task: str
+    model: RiskModel
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class ChallengerSet:
+    """The loaded challenger models and, per market and task, the policy entries that use them."""
+
+    loaded: dict[str, LoadedChallenger] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # spec -> why it could not be loaded
+    entries: dict[tuple[str, str], tuple[tuple[Challenger, LoadedChallenger], ...]] = field(
+        default_factory=dict
+    )
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def for_policy(self, policy: Policy, task: str) -> tuple[tuple[Challenger, LoadedChallenger], ...]:
+        return self.entries.get((policy.market, task), ())
+
+    def versions(self) -> dict[str, str]:
+        """spec -> loaded version (or the load error), for /metadata."""
+        out = {spec: f"v{c.version}" for spec, c in self.loaded.items()}
+        out.update({spec: f"not loaded: {why}" for spec, why in self.errors.items()})
+        return out
+
+
+def resolve(spec: str) -> tuple[str, str]:
+    """``name@alias`` or ``name@<version number>`` -> (name, version) in the registry."""
+    from safetyml import tracking
+
+    name, ref = spec.split("@", 1)
+    if ref.isdigit():
+        return name, ref
+    found = tracking.get_alias(name, ref)
+    if found is None:
+        raise LookupError(f"registered model {name!r} has no alias {ref!r}")
+    return name, str(found.version)
+
+
+def load_challengers(
+    policies: PolicySet, champions: dict[str, tuple[str, str]] | None = None
+) -> ChallengerSet:
+    """Load every challenger the policy files name (once per spec). One that cannot be loaded is logged
+    and left out (the service still serves the champion) and reported in ``errors``; so is one that is
+    the very version serving as champion (``champions``: task -> (name, version)), which has nothing to add.
+    """
+    from safetyml import tracking
+
+    loaded: dict[str, LoadedChallenger] = {}
+    errors: dict[str, str] = {}
+    entries: dict[tuple[str, str], list[tuple[Challenger, LoadedChallenger]]] = {}
+    for market, policy in sorted(policies.policies.items()):
+        for challenger in policy.challengers:
+            spec = challenger.model
+            if spec not in loaded and spec not in errors:
+                try:
+                    name, version = resolve(spec)
+                    task = task_of_model(name)
+                    if (champions or {}).get(str(task)) == (name, version):
+                        raise LookupError(f"{spec} is v{version}, the champion itself; nothing to compare")
+                    loaded[spec] = LoadedChallenger(
+                        spec, str(task), tracking.load_model_version(name, version), name, version
+                    )
+                except Exception as exc:  # noqa: BLE001 - a challenger must never stop the champion
+                    errors[spec] = str(exc)
+                    log.warning("challenger %s of market %s not loaded: %s", spec, market, exc)
+            if spec in loaded:
+                entries.setdefault((market, loaded[spec].task), []).append((challenger, loaded[spec]))
+    return ChallengerSet(loaded, errors, {key: tuple(value) for key, value in entries.items()})
+
+
+def sticky_bucket(task: str, key: str) -> float:
+    """A uniform number in [0, 1) from the sticky key: the same key always lands in the same bucket."""
+    digest = hashlib.blake2b(f"{task}|{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def route(
+    entries: tuple[tuple[Challenger, LoadedChallenger], ...], task: str, keys: dict[str, str]
+) -> tuple[LoadedChallenger | None, list[LoadedChallenger]]:
+    """(the canary challenger that serves this request or None, the shadow challengers that score it).
+
+    Canaries of a task take consecutive slices of [0, 1) in file order (canaries keyed on the same field
+    never overlap; with different keys the first match wins); a shadow challenger with a share below 1
+    mirrors the requests whose bucket (salted by its spec) falls below its share.
+    """
+    serve, shadows = None, []
+    start = 0.0
+    for challenger, loaded in entries:
+        key = str(keys.get(challenger.sticky_key, ""))
+        if challenger.mode == "canary":  # canaries on the same key never overlap; first match wins
+            if serve is None and start <= sticky_bucket(task, key) < start + challenger.share:
+                serve = loaded
+            start += challenger.share
+        elif challenger.share >= 1.0 or sticky_bucket(f"{task}|{challenger.model}", key) < challenger.share:
+            shadows.append(loaded)
+    return serve, shadows
+
+
+@dataclass
+class ShadowJob:
+    """One scored batch's work for the shadow writer.
+
+    ``inputs`` holds the feature snapshot of each item: a list of row dicts (trips) or a DataFrame
+    (merchants). Items are (row index, decision id, policy, served feature names, other scores), where
+    other scores are already-known (role, mode, spec, name, version, probability) answers (the champion's
+    score of a canary decision) and ``shadows`` the challengers to score here.
+    """
+
+    task: str
+    inputs: list[dict[str, Any]] | pd.DataFrame
+    items: list[tuple[int, str, Policy, tuple[str, ...], list[LoadedChallenger], list[tuple[Any, ...]]]]
+
+
+class ShadowLog:
+    """Scores shadow challengers in a background thread and writes both-score records to the audit store."""
+
+    def __init__(self, path: Path, max_queue: int = MAX_QUEUE):
+        from safetyml.scoring.side_tables import connect_beside
+
+        self.path = Path(path)
+        self._conn = connect_beside(self.path, _SCHEMA, "challenger scores")
+        self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=max_queue)
+        self.submitted = self.written = self.dropped = 0
+        self.failed = 0
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._thread = threading.Thread(target=self._loop, name="safetyml-shadow", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: ShadowJob) -> None:
+        """Hand a job to the background thread; never blocks (a full queue drops and counts the job)."""
+        with self._lock:
+            self.submitted += 1
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+            log.error(
+                "shadow queue full (%d jobs): challenger scores of %d decisions dropped",
+                self._queue.qsize(),
+                len(job.items),
+            )
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "submitted": self.submitted,
+            "written": self.written,
+            "dropped": self.dropped,
+            "failed": self.failed,
+            "queued": self._queue.qsize(),
+        }
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job]
+            with contextlib.suppress(queue.Empty):  # take what is waiting: one transaction for all
+                while len(jobs) < 256:
+                    nxt = self._queue.get_nowait()
+                    if nxt is None:
+                        self._queue.put(None)
+                        break
+                    jobs.append(nxt)
+            try:
+                rows = [row for j in jobs for row in score_job(j)]
+                with self._conn:
+                    self._conn.executemany(_INSERT, rows)
+            except Exception:  # noqa: BLE001 - a shadow failure must not stop the thread
+                log.exception("shadow scoring failed for %d jobs", len(jobs))
+                with self._lock:
+                    self.failed += len(jobs)
+            with self._idle:
+                self.written += len(jobs)
+                self._idle.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every job submitted so far is written (or dropped/failed)."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self.written + self.dropped < self.submitted:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"shadow log {self.path}: {self._queue.qsize()} jobs still queued")
+                self._idle.wait(min(left, 0.2))
+
+    def close(self, timeout: float = 30.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            self.flush(timeout)
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._conn.close()
+
+
+def score_job(job: ShadowJob) -> list[tuple[Any, ...]]:
+    """The challenger_scores rows of one job: each shadow challenger scored on the items' snapshots
+    (vectorised per challenger), plus the already-known other scores."""
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    out: list[tuple[Any, ...]] = []
+    by_model: dict[str, tuple[LoadedChallenger, list[int]]] = {}
+    for n, (_, _, _, _, shadows, _) in enumerate(job.items):
+        for loaded in shadows:
+            by_model.setdefault(loaded.spec, (loaded, []))[1].append(n)
+    for loaded, members in by_model.values():
+        rows = [job.items[n][0] for n in members]
+        probability = _predict(loaded.model, job.inputs, rows)
+        for n, p in zip(members, probability.tolist(), strict=True):
+            _, decision_id, policy, served, _, _ = job.items[n]
+            extra = _extra(loaded.model, job.inputs, job.items[n][0], served)
+            known = (ROLE_CHALLENGER, "shadow", loaded.spec, loaded.name, loaded.version, p)
+            out.append(_record(job.task, decision_id, policy, known, extra, now))
+    for _, decision_id, policy, _, _, others in job.items:
+        out.extend(_record(job.task, decision_id, policy, known[:6], known[6], now) for known in others)
+    return out
+
+
+def _record(
+    task: str, decision_id: str, policy: Policy, known: tuple[Any, ...], extra: dict[str, Any], now: str
+) -> tuple[Any, ...]:
+    from safetyml.scoring.audit import _dumps
+
+    role, mode, spec, name, version, probability = known[:6]
+    tier, action = policy.decide_one(task, float(probability))
+    return (
+        decision_id, role, mode, task, policy.market, spec, name, str(version), float(probability),
+        tier, action, policy.label, _dumps(extra), now,
+    )  # fmt: skip
+
+
+def _predict(model: RiskModel, inputs: list[dict[str, Any]] | pd.DataFrame, rows: list[int]):
+    if isinstance(inputs, list):
+        return predict_matrix(model, fast_matrix(model, [inputs[i] for i in rows]))
+    return predict_frame(model, inputs.iloc[rows])
+
+
+def _extra(
+    model: RiskModel, inputs: list[dict[str, Any]] | pd.DataFrame, row: int, served: tuple[str, ...]
+) -> dict[str, Any]:
+    """The values this model used that the decision's snapshot does not hold (to replay it later)."""
+    names = [f for f in model.features if f not in served]
+    if not names:
+        return {}
+    if isinstance(inputs, list):
+        return {f: inputs[row].get(f) for f in names}
+    values = inputs.iloc[row]
+    return {f: (None if values[f] != values[f] else values[f]) for f in names if f in values.index}
+
+
+def read_challenger_scores(path: Path | None = None) -> pd.DataFrame:
+    """Every recorded challenger/champion score (the non-served side of each decision)."""
+    import pandas as pd
+
+    from safetyml.scoring.side_tables import connect_beside
+
+    conn = connect_beside(path, _SCHEMA, "challenger scores")
+    try:
+        frame = pd.read_sql_query(f"SELECT {', '.join(_COLUMNS)} FROM challenger_scores", conn)
+    finally:
+        conn.close()
+    frame["extra_features"] = [json.loads(v) for v in frame["extra_features"]]
+    return frame
