@@ -29,13 +29,25 @@ BARS = {"incident_risk": 0.92, "merchant_credit": 0.93}
 TASKS = ("incident_risk", "merchant_credit")
 
 
+AGG_KINDS = {
+    "trend": "trends against the longer history",
+    "ratio": "ratios and volatility",
+    "daily_cv": "ratios and volatility",
+    "time_since_last": "recency",
+    "tenure": "profile",
+    "attribute": "profile",
+}
+
+
 def ablation_families(features: Sequence[Any]) -> dict[str, list[str]]:
     """Feature families to leave out one at a time, from the definitions (not from names).
 
     YAML families (windows × aggregations) are one family each; delay-aligned ``rate`` features of every
     entity are one; request deviations (z-scores, ratios to the usual, hour affinity) are one; the rest go
-    by entity (trip request, rider, merchant, pair, zone).
+    by entity (trip request, rider, merchant, pair, zone), or, when a task has one entity only (merchant
+    credit), by kind of aggregation (trends, ratios, levels, recency, profile).
     """
+    one_entity = len({f.entity for f in features}) == 1
     out: dict[str, list[str]] = {}
     for f in features:
         spec = f.spec
@@ -47,6 +59,8 @@ def ablation_families(features: Sequence[Any]) -> dict[str, list[str]]:
             key = "request deviations"
         elif f.entity == "trip":
             key = "trip request (hour, value, distance, payment)"
+        elif one_entity:
+            key = f"{f.entity}: {AGG_KINDS.get(spec.agg, 'levels (counts, sums, exposure)')}"
         else:
             key = f"other {f.entity} features"
         out.setdefault(key, []).append(f.name)
@@ -114,26 +128,35 @@ def quality(root: Path, preset: str, seeds: Sequence[int], tasks: Sequence[str])
 
 
 def ablation(root: Path, preset: str, seed: int, trials: int, tasks: Sequence[str]) -> None:
+    """Leave each family out (selection off, so only the family changes), next to the full model with
+    selection off and on; the frame is built once per task and every run is scored on the same test rows."""
     from safetyml.features.definitions import load_feature_set
     from safetyml.tables import load_tables
     from safetyml.training.config import load_training_config
-    from safetyml.training.data import select_features
+    from safetyml.training.data import build_task_frame, select_features
     from safetyml.training.experiments import run_experiment
 
     data = _data(root, preset, seed)
     tables = load_tables(data)
     fs = load_feature_set()
     lines = [
-        "| task | left out | features left out | ROC AUC | Δ ROC AUC | PR AUC | Δ PR AUC | precision @ k | "
-        "oracle share | Δ oracle share |\n|" + " --- |" * 10
+        "| task | left out | features left out | features used | ROC AUC | Δ ROC AUC | PR AUC | Δ PR AUC | "
+        "precision @ k | oracle share | Δ oracle share |\n|" + " --- |" * 11
     ]
+    off = {"selection": {"enabled": False}}
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         for task in tasks:
-            features = select_features(fs, load_training_config(task))
-            families = {"(none: full model)": [], **ablation_families(features)}
+            config = load_training_config(task)
+            features = select_features(fs, config)
+            frame = build_task_frame(tables, fs, config)
+            runs = {
+                "(nothing; selection off)": ([], off),
+                "(nothing; selection on, the default)": ([], {}),
+                **{label: (names, off) for label, names in ablation_families(features).items()},
+            }
             base = None
-            for label, names in families.items():
-                if label != "(none: full model)" and len(names) == len(features):
+            for label, (names, overrides) in runs.items():
+                if len(names) == len(features):
                     continue
                 slug = "".join(ch if ch.isalnum() else "_" for ch in label.lower()).strip("_")[:40]
                 path = Path(tmp) / f"ablation_{task}_{slug}.yaml"
@@ -141,23 +164,25 @@ def ablation(root: Path, preset: str, seed: int, trials: int, tasks: Sequence[st
                     "name": f"ablation_{task}_{slug}",
                     "task": task,
                     "description": f"{task} without {label}",
-                    "overrides": {"features": {"exclude": names}} if names else {},
+                    "overrides": {**overrides, **({"features": {"exclude": names}} if names else {})},
                 }
                 path.write_text(yaml.safe_dump(spec))
-                r = run_experiment(path, data, trials=trials, seed=seed, progress=False, tables=tables).result
+                r = run_experiment(
+                    path, data, trials=trials, seed=seed, progress=False, tables=tables, frame=frame
+                ).result
                 m = r.metrics
-                if base is None:
-                    base = r
+                base = base or r
                 d_roc, d_pr = m["roc_auc"] - base.metrics["roc_auc"], m["pr_auc"] - base.metrics["pr_auc"]
                 d_share = (r.oracle_share or 0) - (base.oracle_share or 0)
                 lines.append(
-                    f"| {task} | {label} | {len(names)} | {m['roc_auc']:.4f} | {d_roc:+.4f} | "
-                    f"{m['pr_auc']:.4f} | {d_pr:+.4f} | {m['precision_at_k']:.4f} | {r.oracle_share:.3f} | "
-                    f"{d_share:+.3f} |"
+                    f"| {task} | {label} | {len(names)} | {len(r.model.features)} | {m['roc_auc']:.4f} | "
+                    f"{d_roc:+.4f} | {m['pr_auc']:.4f} | {d_pr:+.4f} | {m['precision_at_k']:.4f} | "
+                    f"{r.oracle_share:.3f} | {d_share:+.3f} |"
                 )
-                print(lines[-1], flush=True)
+                print(lines[-1], f"({r.seconds:.0f} s)", flush=True)
     print(
-        f"\n## ablation ({preset}, seed {seed}, {trials} trials each, same test rows)\n" + "\n".join(lines),
+        f"\n## ablation ({preset}, seed {seed}, {trials} trials each, same test rows; deltas against the "
+        "full model with selection off)\n" + "\n".join(lines),
         flush=True,
     )
 

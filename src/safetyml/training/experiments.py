@@ -19,6 +19,8 @@ from safetyml.errors import validation_message
 from safetyml.training.config import TrainingConfigError, load_training_config
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from safetyml.tables import Tables
 
 EXPERIMENT_PREFIX = "safetyml-experiment-"
@@ -64,10 +66,12 @@ def run_experiment(
     progress: bool = True,
     budget_overrides: dict[str, Any] | None = None,
     tables: Tables | None = None,
+    frame: pd.DataFrame | None = None,
 ) -> ExperimentResult:
     """Train the experiment (not registered) and score the task's champion, if any, on the same test rows.
 
-    ``budget_overrides`` (e.g. fewer boosting rounds) are merged under the experiment's own overrides.
+    ``budget_overrides`` (e.g. fewer boosting rounds) are merged under the experiment's own overrides;
+    ``frame`` reuses the task frame (see :func:`~safetyml.training.pipeline.train`).
     """
     from safetyml import tracking
     from safetyml.training.config import merge_overrides
@@ -87,6 +91,7 @@ def run_experiment(
         register=False,
         progress=progress,
         tables=tables,
+        frame=frame,
     )
     notes = []
     try:

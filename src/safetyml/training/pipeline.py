@@ -306,11 +306,13 @@ def train(
     register: bool = True,
     progress: bool = True,
     tables: Tables | None = None,
+    frame: pd.DataFrame | None = None,
 ) -> TrainingResult:
     """Train, evaluate, log to MLflow and (``register=True``) register a new challenger version.
 
     The first version of a registered model also becomes champion; later ones wait for
-    ``safetyml promote``.
+    ``safetyml promote``. ``frame`` reuses a task frame already built from ``data_dir`` with the same
+    definitions and label settings (e.g. across the runs of an ablation); by default it is built here.
     """
     from safetyml import tracking
     from safetyml.features.definitions import load_feature_set
@@ -321,9 +323,9 @@ def train(
     data_dir = Path(data_dir)
     fs = load_feature_set()
     features = select_features(fs, config)
-    if tables is None:
-        tables = load_tables(data_dir)
-    frame, notes = usable_rows(build_task_frame(tables, fs, config), config)
+    if frame is None:
+        frame = build_task_frame(tables if tables is not None else load_tables(data_dir), fs, config)
+    frame, notes = usable_rows(frame, config)
     timings = {"seconds_load_and_frame": time.perf_counter() - started}
     data_fp = data_fingerprint(data_dir)
     experiment = experiment or config.mlflow_experiment
