@@ -24,6 +24,7 @@ from safetyml.errors import SafetymlError
 from safetyml.scoring import schemas as s
 from safetyml.scoring.auth import BearerAuth
 from safetyml.scoring.http import RequestLimits, error_response
+from safetyml.scoring.metrics import ServiceMetrics
 from safetyml.scoring.reload import ScorerHost
 from safetyml.scoring.startup import metadata_answer, prepare, require_request_bodies
 
@@ -51,6 +52,7 @@ class SafetyScoring:
     """Serves the champions with the online store and the policies; every decision goes to the audit log."""
 
     def __init__(self) -> None:
+        self.metrics = ServiceMetrics()  # in the worker, once BentoML has set up multi-process metrics
         self.host = _HOST["host"] = ScorerHost.for_service(SETTINGS.workers).start()  # loads first
 
     def __is_ready__(self) -> bool:
@@ -64,10 +66,15 @@ class SafetyScoring:
         try:  # the decisions of this request are durable in the audit journal before the response leaves
             scorer = self.host.ready_scorer()
             with self.host.audit.batch():
-                return call(scorer)
+                response = call(scorer)
+            self.metrics.observe(response)
+            return response
         except SafetymlError as exc:
             status, body = error_response(exc)
+            self.metrics.error(sys._getframe(1).f_code.co_name, status)  # the endpoint method's name
             return JSONResponse(body, status_code=status)
+        finally:
+            self.metrics.queue_depth(self.host.audit.queue_depth())
 
     @bentoml.api(input_spec=s.TripScoreRequest)
     def score_trip(self, **fields: Any) -> s.TripScoreResponse:

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from safetyml.errors import SafetymlError, validation_message
 
 DEFAULT_MARKET = "default"
-MONITORING_ENV = "SAFETYML_MONITORING"
 
 Period = Literal["day", "week", "month"]
 IndicatorKind = Literal[
@@ -137,13 +136,10 @@ class MonitoringConfig(_Strict):
 
 
 def monitoring_dir() -> Path:
-    """``$SAFETYML_MONITORING`` or the project's ``monitoring/`` folder."""
-    import os
-
+    """The project's ``monitoring/`` folder (``safetyml monitor run --config DIR`` picks another)."""
     from safetyml import paths
 
-    env = os.environ.get(MONITORING_ENV)
-    return Path(env) if env else paths.project_dir() / "monitoring"
+    return paths.project_dir() / "monitoring"
 
 
 def _merge(base: dict, override: dict) -> dict:
