@@ -447,6 +447,16 @@ def test_fuzzing_the_openapi_document_finds_no_server_error_and_no_accepted_inva
     assert "<testcase" in report.read_text()
 
 
+def test_the_champion_poll_reads_the_registry_aliases(served: Served) -> None:
+    from safetyml.scoring.reload import registry_champions
+    from tests.fixtures_training import safetyml_env
+
+    meta = httpx.get(f"{served.url}/metadata", timeout=30).json()
+    names = {**meta["model_names"], "nothing": "no-such-model"}
+    with safetyml_env(served.home):
+        assert registry_champions(names) == meta["model_versions"]  # unknown names are left out
+
+
 # ------------------------------------------------------------------------------------------- audit, reload
 
 

@@ -128,3 +128,72 @@ def test_tune_gc_freezes_what_is_loaded_and_raises_the_young_threshold() -> None
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+class _Bundle:
+    names = {"incident_risk": "safetyml-incident-risk"}
+
+
+class PollScorer:
+    """Stands in for Scorer: registry names, versions that change on reload."""
+
+    bundle = _Bundle()
+
+    def __init__(self) -> None:
+        self.model_versions = {"incident_risk": "1"}
+        self.reloads: list[str] = []
+
+    def ready(self) -> tuple[bool, str]:
+        return True, "ready"
+
+    def metadata(self) -> dict[str, Any]:
+        return {"model_versions": self.model_versions}
+
+    def reload(self, alias: str) -> dict[str, str]:
+        self.reloads.append(alias)
+        self.model_versions = {"incident_risk": registry["incident_risk"] if alias == "champion" else alias}
+        return dict(self.model_versions)
+
+
+registry = {"incident_risk": "1"}
+
+
+def test_workers_follow_a_promotion_by_polling_the_registry_with_jitter(tmp_path: Path) -> None:
+    from safetyml.scoring.reload import ScorerHost
+
+    scorer = PollScorer()
+    asked: list[dict[str, str]] = []
+
+    def champions(names: dict[str, str]) -> dict[str, str]:
+        asked.append(names)
+        return dict(registry)
+
+    host = ScorerHost(lambda: scorer, tmp_path / "r.json", champions=champions, poll_seconds=30)  # type: ignore[arg-type,return-value]
+    host.load_until_ready()
+    registry["incident_risk"] = "1"
+    assert host.poll_champions() is False  # champion unchanged
+    assert asked[-1] == {"incident_risk": "safetyml-incident-risk"}
+    registry["incident_risk"] = "2"  # promotion on another machine
+    assert host.poll_champions() is True and scorer.model_versions == {"incident_risk": "2"}
+    assert host.poll_champions() is False  # followed once
+    host.reload("challenger")  # an explicit reload of another alias stays until the next promotion
+    assert host.poll_champions() is False and scorer.model_versions == {"incident_risk": "challenger"}
+    registry["incident_risk"] = "3"
+    assert host.poll_champions() is True and scorer.model_versions == {"incident_risk": "3"}
+    waits = [host.next_poll_wait() for _ in range(200)]
+    assert 24 <= min(waits) < 27 and 33 < max(waits) <= 36  # 30 s ± 20 %, spread out
+    broken = ScorerHost(lambda: scorer, tmp_path / "r.json", champions=lambda _: 1 / 0, poll_seconds=30)  # type: ignore[arg-type,return-value]
+    broken.load_until_ready()
+    assert broken.poll_champions() is False  # a registry error leaves the models as they are
+
+
+def test_poll_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetyml.scoring.reload import POLL_SECONDS, poll_seconds
+
+    monkeypatch.delenv("SAFETYML_SERVE_POLL_SECONDS", raising=False)
+    assert poll_seconds() == POLL_SECONDS
+    monkeypatch.setenv("SAFETYML_SERVE_POLL_SECONDS", "0")
+    assert poll_seconds() == 0
+    monkeypatch.setenv("SAFETYML_SERVE_POLL_SECONDS", "-1")
+    with pytest.raises(ValueError, match="SAFETYML_SERVE_POLL_SECONDS"):
+        poll_seconds()

@@ -19,8 +19,10 @@ API_TOKEN = "SAFETYML_API_TOKEN"  # bearer token the service requires (unset: lo
 HOST = "SAFETYML_HOST"  # interface the service binds when a token is set (default 127.0.0.1)
 SERVE_WORKERS = "SAFETYML_SERVE_WORKERS"  # service worker processes (default 1)
 SERVE_THREADS = "SAFETYML_SERVE_THREADS"  # threads per worker (default 4)
+SERVE_POLL_SECONDS = "SAFETYML_SERVE_POLL_SECONDS"  # seconds between registry champion polls (0: off)
 SERVE_ACCESS_LOG = "SAFETYML_SERVE_ACCESS_LOG"  # 1: BentoML's access log on (default off: it costs latency)
 SERVE_TRACE_RATE = "SAFETYML_SERVE_TRACE_RATE"  # OpenTelemetry sampling rate 0..1 (default 0)
+AUDIT_URL = "SAFETYML_AUDIT_URL"  # postgresql://... : decision audit store on PostgreSQL (default SQLite)
 AUDIT_FSYNC = "SAFETYML_AUDIT_FSYNC"  # 0: audit journal without fdatasync (process-crash safe only)
 MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own: a tracking server instead of the embedded store
 MLFLOW_REGISTRY_URI = "MLFLOW_REGISTRY_URI"  # MLflow's own: a separate model registry
@@ -35,9 +37,11 @@ ALL: tuple[str, ...] = (
     HOST,
     SERVE_WORKERS,
     SERVE_THREADS,
+    SERVE_POLL_SECONDS,
     SERVE_ACCESS_LOG,
     SERVE_TRACE_RATE,
     AUDIT_FSYNC,
+    AUDIT_URL,
     MLFLOW_TRACKING_URI,
     MLFLOW_REGISTRY_URI,
     DASK_SCHEDULER_ADDRESS,

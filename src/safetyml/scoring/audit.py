@@ -123,6 +123,7 @@ CREATE TABLE IF NOT EXISTS audit_journal_offsets (
     shipped_offset INTEGER NOT NULL
 );
 """
+CONFLICT_COLUMNS = ("decision_id", "journal", "journal_offset", "reason", "record", "detected_at")
 _INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
 
@@ -247,6 +248,9 @@ def connect(path: Path, timeout: float = 30.0, autocommit: bool = False) -> sqli
 class SQLiteAuditStore:
     """The shipped decisions in SQLite: inserts refuse existing ids; offsets move in the same transaction."""
 
+    errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)
+    """What "the store is down" looks like: the shipper retries on these, the journal keeps the decisions."""
+
     def __init__(self, path: Path, timeout: float = 30.0):
         self.path = Path(path)
         self.timeout = timeout
@@ -334,8 +338,40 @@ class SQLiteAuditStore:
             raise
         return conflicts
 
+    # readers
+    def get(self, decision_id: str) -> dict[str, Any] | None:
+        cursor = self._db().execute(
+            f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id = ?", (decision_id,)
+        )
+        row = cursor.fetchone()
+        return dict(zip(COLUMNS, row, strict=True)) if row else None
 
-_STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)
+    def rows_since(self, since: str | None) -> list[tuple[Any, ...]]:
+        query = f"SELECT {', '.join(COLUMNS)} FROM decisions"
+        params: tuple[Any, ...] = ()
+        if since is not None:
+            query += " WHERE decided_at >= ?"
+            params = (since,)
+        return self._db().execute(query + " ORDER BY decided_at, decision_id", params).fetchall()
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        cursor = self._db().execute(
+            f"SELECT {', '.join(CONFLICT_COLUMNS)} FROM decision_conflicts ORDER BY rowid"
+        )
+        return [dict(zip(CONFLICT_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+
+
+def open_store(path: Path | None = None, timeout: float = 30.0) -> Any:
+    """The audit store, chosen here and only here: PostgreSQL when ``SAFETYML_AUDIT_URL`` is set (replicas on
+    several machines share it), else the SQLite file ``path`` (default ``SAFETYML_HOME/audit.sqlite``)."""
+    from safetyml import envvars
+
+    url = os.environ.get(envvars.AUDIT_URL)
+    if url:
+        from safetyml.scoring.audit_postgres import PostgresAuditStore
+
+        return PostgresAuditStore(url, timeout=timeout)
+    return SQLiteAuditStore(Path(path) if path is not None else default_path(), timeout=timeout)
 
 
 class _Journal:
@@ -377,8 +413,8 @@ class AuditLog:
         self.fsync = (os.environ.get(envvars.AUDIT_FSYNC, "1") != "0") if fsync is None else fsync
         self.max_pending, self.max_backlog, self.put_timeout = max_pending, max_backlog, put_timeout
         self.rotate_bytes, self.scan_every = rotate_bytes, scan_every
-        self.store = SQLiteAuditStore(self.path, timeout=store_timeout)
-        self.store._db()  # create the schema now, so a bad path fails at start-up
+        self.store = open_store(self.path, timeout=store_timeout)
+        self.store._db()  # create the schema now, so a bad path or URL fails at start-up
         self._journal = _Journal(self.journals)
         self._own: dict[str, int] = {}  # this process's rotated journals not yet shipped: name -> records
         self._cond = threading.Condition()
@@ -550,7 +586,7 @@ class AuditLog:
                     log.warning("audit store %s is back; shipping resumed", self.path)
                 self.store_error = None
                 backoff = 0.1
-            except _STORE_ERRORS as exc:
+            except self.store.errors as exc:
                 if self.store_error is None:
                     log.error("audit store %s down (%s): decisions wait in the journal", self.path, exc)
                 self.store_error = f"{type(exc).__name__}: {exc}"
@@ -664,7 +700,7 @@ class AuditLog:
             if shipped:
                 path.unlink()
                 self.store.forget(path.name)
-        except _STORE_ERRORS:
+        except self.store.errors:
             shipped = False
         if shipped:
             log.info("audit log %s closed: %d decisions written", self.path, self.written)
@@ -685,13 +721,18 @@ class AuditLog:
 
 
 # ----------------------------------------------------------------------------------- readers
-def _conflicts(path: Path) -> list[dict[str, Any]]:
-    conn = connect(path)
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[Any]:
+    store = open_store(path)
     try:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM decision_conflicts ORDER BY rowid")]
+        yield store
     finally:
-        conn.close()
+        store.close()
+
+
+def _conflicts(path: Path) -> list[dict[str, Any]]:
+    with _reading(path) as store:
+        return store.conflicts()
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
@@ -719,21 +760,21 @@ def _from_journals(decision_id: str, path: Path) -> dict[str, Any] | None:
     return None
 
 
+def _has_store(path: Path) -> bool:
+    from safetyml import envvars
+
+    return bool(os.environ.get(envvars.AUDIT_URL)) or path.exists()
+
+
 def get_decision(decision_id: str, path: Path | None = None) -> dict[str, Any] | None:
     """One decision by id (features, reasons and request decoded from JSON), from the store or, if not
     shipped yet, from a journal; None when there is no such decision."""
     path = Path(path) if path is not None else default_path()
-    if not path.exists():
+    if not _has_store(path):
         return None
-    conn = connect(path)
-    try:
-        conn.row_factory = sqlite3.Row
-        row = conn.execute("SELECT * FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
-    finally:
-        conn.close()
-    if row is not None:
-        return _decode(dict(row))
-    return _from_journals(decision_id, path)
+    with _reading(path) as store:
+        row = store.get(decision_id)
+    return _decode(row) if row is not None else _from_journals(decision_id, path)
 
 
 def read_decisions(since: datetime | None = None, path: Path | None = None) -> pd.DataFrame:
@@ -741,19 +782,14 @@ def read_decisions(since: datetime | None = None, path: Path | None = None) -> p
     import pandas as pd
 
     path = Path(path) if path is not None else default_path()
-    if not path.exists():
+    if not _has_store(path):
         return pd.DataFrame(columns=list(COLUMNS))
-    conn = connect(path)
-    try:
-        query = f"SELECT {', '.join(COLUMNS)} FROM decisions"
-        params: tuple[Any, ...] = ()
-        if since is not None:
-            query += " WHERE decided_at >= ?"
-            params = (_utc_iso(since),)
-        frame = pd.read_sql_query(query + " ORDER BY decided_at, decision_id", conn, params=params)
-    finally:
-        conn.close()
+    with _reading(path) as store:
+        rows = store.rows_since(_utc_iso(since) if since is not None else None)
+    frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
     frame["decided_at"] = pd.to_datetime(frame["decided_at"], utc=True, format="ISO8601")
+    for column in ("probability", "credit_score"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame["cold_start"] = frame["cold_start"].astype(bool)
     return frame
 

@@ -7,8 +7,11 @@ and the service stays unready meanwhile. After loading it freezes the loaded obj
 collector's reach (:func:`tune_gc`). It reloads on ``SIGHUP`` or on request, and coordinates the workers of
 one service through small files: the worker that gets a reload request writes
 ``SAFETYML_HOME/serving_reload.json``; the others look at its signature (one ``os.stat``) at most once a
-second on their next request, and reload the same alias in the background. :class:`WorkerBoard` lets
-``/readyz`` say 200 only when every worker of the service can score.
+second on their next request, and reload the same alias in the background. Replicas on other machines
+share no file: every worker also *polls the registry* for the champion alias (every
+``SAFETYML_SERVE_POLL_SECONDS``, 30 by default, with ±20 % jitter so a fleet does not hit MLflow in step)
+and reloads when a task's champion version changed. :class:`WorkerBoard` lets ``/readyz`` say 200 only
+when every worker of the service can score.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import gc
 import json
 import logging
 import os
+import random
 import signal
 import threading
 import time
@@ -37,6 +41,8 @@ RELOAD_FILE = "serving_reload.json"  # under SAFETYML_HOME
 RUN_DIR = "serving_run"  # under SAFETYML_HOME: one folder per running service, one lock file per ready worker
 RETRY_SECONDS = 5.0
 FOLLOW_EVERY = 1.0  # seconds between checks of the reload file
+POLL_SECONDS = 30.0  # seconds between looks at the registry's champion alias (0: never)
+POLL_JITTER = 0.2  # each wait is POLL_SECONDS times a factor drawn in [0.8, 1.2]
 # Young-generation threshold: with ~1 ms of work per request, the default (700 allocations) ran a collection
 # every few requests; 20,000 keeps collections rare and short. Older generations keep their defaults.
 GC_THRESHOLD = (20_000, 10, 10)
@@ -129,10 +135,18 @@ class ScorerHost:
         worker_id: int | None = None,
         audit: AuditLog | None = None,
         board: WorkerBoard | None = None,
+        champions: Callable[[dict[str, str]], dict[str, str]] | None = None,
+        poll_seconds: float = 0.0,
     ):
+        """``champions``: given {task: registered model name}, the registry's champion version of each (the
+        poller's question; None or ``poll_seconds=0``: no polling)."""
         self._load = load
         self.audit = audit
         self.board = board
+        self.champions = champions
+        self.poll_seconds = poll_seconds
+        self._seen_champions: dict[str, str] | None = None  # the registry's answer at the last poll
+        self._rng = random.Random()
         self.reload_file = Path(reload_file)
         self.retry_seconds = retry_seconds
         self.follow_every = follow_every
@@ -157,6 +171,8 @@ class ScorerHost:
             paths.home() / RELOAD_FILE,
             audit=audit,
             board=WorkerBoard.for_service(workers),
+            champions=registry_champions,
+            poll_seconds=poll_seconds(),
         )
 
     # ---------------------------------------------------------------------------------- lifecycle
@@ -167,6 +183,8 @@ class ScorerHost:
         if not (first_load_here and self._try_load()):
             self._loader = threading.Thread(target=self.load_until_ready, name="safetyml-loader", daemon=True)
             self._loader.start()
+        if self.champions is not None and self.poll_seconds > 0:
+            threading.Thread(target=self._poll_loop, name="safetyml-champion-poll", daemon=True).start()
         if handle_sighup:
             with contextlib.suppress(ValueError, AttributeError):  # not the main thread, or no SIGHUP here
                 signal.signal(signal.SIGHUP, self._on_sighup)
@@ -184,6 +202,8 @@ class ScorerHost:
             return False
         self.scorer = scorer
         self.load_error = None
+        if self._seen_champions is None:
+            self._seen_champions = scorer.model_versions  # loaded as the champions
         tune_gc()
         if self.board is not None:
             self.board.mark_ready()
@@ -258,6 +278,33 @@ class ScorerHost:
         except Exception:
             log.exception("reload of %s failed; the previous models stay in use", alias)
 
+    def poll_champions(self) -> bool:
+        """Reload the champions (here, now) if the registry's champion of some task changed since the last
+        look; True if it reloaded. Comparing with the last look, not with what is served, keeps an explicit
+        ``/reload`` of another alias in place until the next promotion. Registry errors are logged."""
+        scorer = self.scorer
+        if scorer is None or self.champions is None:
+            return False
+        try:
+            wanted = self.champions(dict(scorer.bundle.names))
+        except Exception:
+            log.exception("could not read the champion aliases from the registry; models unchanged")
+            return False
+        previous, self._seen_champions = self._seen_champions, wanted
+        if previous is None or wanted == previous:
+            return False
+        log.info("worker %d: registry champion changed %s -> %s; reloading", self.worker_id, previous, wanted)
+        self.reload_quietly("champion", announce=False)
+        return True
+
+    def next_poll_wait(self) -> float:
+        """Seconds until the next poll: ``poll_seconds`` with ±20 % jitter."""
+        return self.poll_seconds * self._rng.uniform(1 - POLL_JITTER, 1 + POLL_JITTER)
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(self.next_poll_wait()):
+            self.poll_champions()
+
     def _on_sighup(self, *_: Any) -> None:
         threading.Thread(target=self.reload_quietly, name="safetyml-sighup-reload", daemon=True).start()
 
@@ -300,4 +347,38 @@ class ScorerHost:
         return True
 
 
-__all__ = ["RELOAD_FILE", "RUN_DIR", "ScorerHost", "WorkerBoard", "tune_gc"]
+def registry_champions(names: dict[str, str]) -> dict[str, str]:
+    """{task: version} of the champion alias of each registered model name (tasks without one: left out)."""
+    from safetyml import tracking
+
+    out = {}
+    for task, name in names.items():
+        ref = tracking.get_alias(name, "champion")
+        if ref is not None:
+            out[task] = str(ref.version)
+    return out
+
+
+def poll_seconds() -> float:
+    """``SAFETYML_SERVE_POLL_SECONDS`` (default 30; 0 turns polling off)."""
+    from safetyml import envvars
+
+    raw = os.environ.get(envvars.SERVE_POLL_SECONDS) or str(POLL_SECONDS)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise ValueError(f"environment variable {envvars.SERVE_POLL_SECONDS}={raw!r}: expected seconds >= 0")
+    return value
+
+
+__all__ = [
+    "RELOAD_FILE",
+    "RUN_DIR",
+    "ScorerHost",
+    "WorkerBoard",
+    "poll_seconds",
+    "registry_champions",
+    "tune_gc",
+]

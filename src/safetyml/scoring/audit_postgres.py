@@ -1,0 +1,169 @@
+"""The decision audit store on PostgreSQL (``SAFETYML_AUDIT_URL=postgresql://…``), for replicas on several
+machines; the same contract as :class:`safetyml.scoring.audit.SQLiteAuditStore`.
+
+Each worker still makes its decisions durable in its local journal first (see :mod:`safetyml.scoring.audit`);
+this store is where the shipper puts them: plain ``INSERT`` (an id already stored is refused), the journal
+offset updated in the same transaction, and "down" (connection refused, server restarting) meaning the
+decisions wait in the journal. Column types are those of the SQLite store (timestamps as ISO text, nested
+JSON as text), so the two hold identical records.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from safetyml._optional import require
+from safetyml.scoring.audit import COLUMNS, CONFLICT_COLUMNS, DuplicateDecisionError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id TEXT PRIMARY KEY,
+    decided_at TEXT NOT NULL,
+    task TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    market TEXT,
+    model_name TEXT,
+    model_version TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    probability DOUBLE PRECISION NOT NULL,
+    credit_score DOUBLE PRECISION,
+    grade TEXT,
+    risk_tier TEXT,
+    action TEXT NOT NULL,
+    cold_start INTEGER NOT NULL,
+    features TEXT NOT NULL,
+    reasons TEXT NOT NULL,
+    request TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_decided_at ON decisions (decided_at);
+CREATE TABLE IF NOT EXISTS decision_conflicts (
+    id BIGSERIAL PRIMARY KEY,
+    decision_id TEXT NOT NULL,
+    journal TEXT NOT NULL,
+    journal_offset BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    record TEXT NOT NULL,
+    detected_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_journal_offsets (
+    journal TEXT PRIMARY KEY,
+    shipped_offset BIGINT NOT NULL
+);
+"""
+_INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('%s' for _ in COLUMNS)})"
+_CONFLICT = (
+    f"INSERT INTO decision_conflicts ({', '.join(CONFLICT_COLUMNS)}) "
+    f"VALUES ({', '.join('%s' for _ in CONFLICT_COLUMNS)})"
+)
+
+
+class PostgresAuditStore:
+    """Shipped decisions in PostgreSQL; one connection, reopened after the server went away."""
+
+    def __init__(self, url: str, timeout: float = 30.0):
+        psycopg = require("psycopg", "postgres")
+        self._psycopg = psycopg
+        self._unique = psycopg.errors.UniqueViolation
+        self.errors: tuple[type[BaseException], ...] = (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            OSError,
+        )
+        """What "the store is down" looks like: the shipper retries on these."""
+        self.url = url
+        self.timeout = timeout
+        self._conn: Any = None
+
+    def _db(self) -> Any:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = self._psycopg.connect(
+                self.url, autocommit=True, connect_timeout=max(1, int(self.timeout))
+            )
+            with self._conn.transaction():
+                self._conn.execute("SELECT pg_advisory_xact_lock(4242013)")  # one schema creator at a time
+                self._conn.execute(_SCHEMA)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def offset(self, journal: str) -> int:
+        row = (
+            self._db()
+            .execute("SELECT shipped_offset FROM audit_journal_offsets WHERE journal = %s", (journal,))
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def forget(self, journal: str) -> None:
+        self._db().execute("DELETE FROM audit_journal_offsets WHERE journal = %s", (journal,))
+
+    def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert decisions; raises DuplicateDecisionError (nothing inserted) if an id is already stored."""
+        conn = self._db()
+        try:
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(_INSERT, rows)
+        except self._unique as exc:
+            raise DuplicateDecisionError(f"audit store {self._where()}: {exc}") from None
+
+    def ship(self, journal: str, rows: list[tuple[int, tuple[Any, ...]]], new_offset: int) -> int:
+        """Insert journal rows and move ``journal``'s offset in one transaction; an id already stored goes to
+        ``decision_conflicts``. Returns how many did."""
+        conn = self._db()
+        conflicts = 0
+        with conn.transaction(), conn.cursor() as cursor:
+            try:
+                with conn.transaction():  # a savepoint: a duplicate undoes only the batch insert
+                    cursor.executemany(_INSERT, [row for _, row in rows])
+            except self._unique:
+                now = datetime.now().astimezone().isoformat()
+                for offset, row in rows:
+                    try:
+                        with conn.transaction():
+                            cursor.execute(_INSERT, row)
+                    except self._unique as exc:
+                        conflicts += 1
+                        reason = str(exc).splitlines()[0]
+                        cursor.execute(_CONFLICT, (row[0], journal, offset, reason, json.dumps(row), now))
+            cursor.execute(
+                "INSERT INTO audit_journal_offsets VALUES (%s, %s) "
+                "ON CONFLICT (journal) DO UPDATE SET shipped_offset = excluded.shipped_offset",
+                (journal, new_offset),
+            )
+        return conflicts
+
+    def get(self, decision_id: str) -> dict[str, Any] | None:
+        row = (
+            self._db()
+            .execute(f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id = %s", (decision_id,))
+            .fetchone()
+        )
+        return dict(zip(COLUMNS, row, strict=True)) if row else None
+
+    def rows_since(self, since: str | None) -> list[tuple[Any, ...]]:
+        query = f"SELECT {', '.join(COLUMNS)} FROM decisions"
+        params: tuple[Any, ...] = ()
+        if since is not None:
+            query += " WHERE decided_at >= %s"
+            params = (since,)
+        # COLLATE "C": byte order, as SQLite sorts text, so both stores list decisions in the same order
+        order = ' ORDER BY decided_at COLLATE "C", decision_id COLLATE "C"'
+        return self._db().execute(query + order, params).fetchall()
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        cursor = self._db().execute(
+            f"SELECT {', '.join(CONFLICT_COLUMNS)} FROM decision_conflicts ORDER BY id"
+        )
+        return [dict(zip(CONFLICT_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+
+    def _where(self) -> str:
+        info = self._conn.info if self._conn is not None else None
+        return f"postgresql://{info.host}:{info.port}/{info.dbname}" if info else "postgresql"
+
+
+__all__ = ["PostgresAuditStore"]
