@@ -46,9 +46,15 @@ def assert_same_frame(dask_frame: pd.DataFrame, pandas_frame: pd.DataFrame) -> N
 
 
 @pytest.mark.slow
-def test_features_build_on_dask_equals_the_pandas_frame(lake, pandas_frame, dask_client, tmp_path):
+def test_features_build_on_dask_equals_the_pandas_frame(
+    lake, pandas_frame, dask_client, tmp_path, monkeypatch
+):
     """Through the command, on the session's cluster of 2 worker processes (so 2 rider and merchant
-    groups, and one zone group per city with trips)."""
+    groups, and one zone group per city with trips); days assembled in batches of >= 1,000 trips."""
+    from safetyml.features import distributed
+
+    monkeypatch.setattr(distributed, "ROW_GROUP_ROWS", 1_000)
+    assert len(distributed._batches({1: 600, 2: 600, 3: 600, 4: 100}, 1_000)) == 2
     out = tmp_path / "frame"
     args = ["features", "build", "incident_risk", "--data", str(lake), "--out", str(out)]
     on_dask = ["--engine", "dask", "--scheduler", dask_client.scheduler.address]

@@ -145,10 +145,17 @@ def _hive_keys(path: Path, root: Path) -> tuple[tuple[str, str], ...]:
 
 
 def table_parts(data_dir: Path, spec: TableSpec, split_row_groups: bool = False) -> list[Part]:
-    """How a table is cut into parts: one per file of a dataset directory; a single Parquet file is one
-    part, or one per row group with ``split_row_groups`` (the Dask engine); an absent optional table is
-    no part at all."""
+    """How a table is cut into parts: one per file (a single file, or each file of a dataset directory),
+    or with ``split_row_groups`` (the Dask engine) one per Parquet row group of each file, so a part holds
+    at most a row group whatever the files' sizes; an absent optional table is no part at all."""
     import pyarrow.parquet as pq
+
+    def split(file: Path, partition: tuple = ()) -> list[Part]:
+        if split_row_groups and file.suffix == ".parquet":
+            groups = pq.ParquetFile(file).metadata.num_row_groups
+            if groups > 1:
+                return [Part(file, group, partition) for group in range(groups)]
+        return [Part(file, None, partition)]
 
     path = table_path(data_dir, spec.name)
     if path is None:
@@ -158,11 +165,8 @@ def table_parts(data_dir: Path, spec: TableSpec, split_row_groups: bool = False)
         log.warning("optional table %s is absent from %s; using an empty table", spec.name, data_dir)
         return []
     if path.is_file():
-        if split_row_groups and path.suffix == ".parquet":
-            groups = pq.ParquetFile(path).metadata.num_row_groups
-            return [Part(path, group) for group in range(groups)] or [Part(path)]
-        return [Part(path)]
-    return [Part(file, None, _hive_keys(file, path)) for file in table_files(path)]
+        return split(path)
+    return [part for file in table_files(path) for part in split(file, _hive_keys(file, path))]
 
 
 def read_part(part: Part, spec: TableSpec) -> pd.DataFrame:

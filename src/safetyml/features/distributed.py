@@ -31,6 +31,7 @@ the same number.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,7 +45,7 @@ from safetyml.features.definitions import PAIR_SEPARATOR, FeatureSet, load_featu
 from safetyml.features.engine import DAY_NS, FeatureEngine, trip_city
 from safetyml.features.frames import ROLES, _needed, _select
 from safetyml.features.request import trip_request_features
-from safetyml.tables import DaskTables, Tables, table_files, write_parquet
+from safetyml.tables import ROW_GROUP_ROWS, DaskTables, Tables, table_files, write_parquet
 from safetyml.tasks import INCIDENT_RISK
 
 __all__ = [
@@ -292,19 +293,35 @@ def _zone_group(
 # ---------------------------------------------------------------------------------------------- days
 
 
-def _day_piece(result: dict[int, pd.DataFrame], day: int) -> pd.DataFrame | None:
-    return result.get(day)
+def _days_piece(result: dict[int, pd.DataFrame], days: list[int]) -> pd.DataFrame | None:
+    pieces = [result[d] for d in days if d in result]
+    return pd.concat(pieces, ignore_index=True) if pieces else None
 
 
-def _days(result: dict[int, pd.DataFrame]) -> list[int]:
-    return list(result)
+def _day_counts(result: dict[int, pd.DataFrame]) -> dict[int, int]:
+    return {day: len(frame) for day, frame in result.items()}
 
 
-def _assemble_day(
-    day: int, out: Path, fs: FeatureSet, base: list, merchant: list, zone: list
+def _batches(counts: dict[int, int], rows: int) -> list[list[int]]:
+    """Consecutive days in batches of at least ``rows`` trips (the last may be smaller): one assembly
+    task per batch, so a small platform's days do not each pay a task's fixed cost."""
+    out: list[list[int]] = [[]]
+    total = 0
+    for day in sorted(counts):
+        if total >= rows:
+            out.append([])
+            total = 0
+        out[-1].append(day)
+        total += counts[day]
+    return [batch for batch in out if batch]
+
+
+def _assemble_days(
+    days: list[int], out: Path, fs: FeatureSet, base: list, merchant: list, zone: list
 ) -> tuple[int, int]:
-    """One day of the frame: the groups' answers joined on the trip, ordered as the pandas engine orders
-    the whole frame (by request time, then input order), request features computed, written as Parquet."""
+    """Some consecutive days of the frame: the groups' answers joined on the trip, ordered as the pandas
+    engine orders the whole frame (by request time, then input order), request features computed, each
+    day written as its own Parquet part."""
     keys = pd.concat([p for p in base if p is not None], ignore_index=True)
     keys = keys.sort_values(["t", "_row"], kind="stable").reset_index(drop=True)
     rows = pd.Index(keys["_row"])
@@ -360,9 +377,11 @@ def _assemble_day(
         "label": keys["label"].to_numpy(),
     }
     frame = pd.DataFrame({**columns, **_select(fs.for_task(INCIDENT_RISK), parts)})
-    folder = out / f"date={pd.Timestamp(day * DAY_NS, tz='UTC').strftime('%Y-%m-%d')}"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_parquet(frame, folder / "part-0.parquet")
+    day_of = keys["t"].to_numpy() // DAY_NS
+    for day in days:
+        folder = out / f"date={pd.Timestamp(day * DAY_NS, tz='UTC').strftime('%Y-%m-%d')}"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_parquet(frame[day_of == day].reset_index(drop=True), folder / "part-0.parquet")
     return len(frame), int(frame["label"].sum())
 
 
@@ -484,15 +503,21 @@ def build_frame_dask(
         results["zone"].append(
             client.submit(_zone_group, r.trips("zone", city), city, *r.shared(), r.empty, r.fs)
         )
-    days = sorted({d for ds in client.gather(client.map(_days, results["rider"])) for d in ds})
+    counts_by_day: dict[int, int] = defaultdict(int)
+    for counts in client.gather(client.map(_day_counts, results["rider"])):
+        for day, rows in counts.items():
+            counts_by_day[day] += rows
+    days = sorted(counts_by_day)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for day in days:
+    for batch in _batches(counts_by_day, ROW_GROUP_ROWS):
         pieces = {
-            kind: [client.submit(_day_piece, f, day) for f in futures] for kind, futures in results.items()
+            kind: [client.submit(_days_piece, f, batch) for f in futures] for kind, futures in results.items()
         }
         written.append(
-            client.submit(_assemble_day, day, out, r.fs, pieces["rider"], pieces["merchant"], pieces["zone"])
+            client.submit(
+                _assemble_days, batch, out, r.fs, pieces["rider"], pieces["merchant"], pieces["zone"]
+            )
         )
     counts = client.gather(written)
     return DaskFrameResult(

@@ -1,0 +1,201 @@
+"""pandas and Dask side by side: `features build incident_risk` time and peak memory against trips.
+
+For each preset (small, medium; large with --large) the script
+1. simulates it (or takes --data-PRESET FOLDER) and writes a data-lake copy for Dask: trips and the
+   merchant ledger hive-partitioned by day (``trips/date=YYYY-MM-DD/part-0.parquet``);
+2. runs the pandas engine as the command users run (``safetyml features build``, a subprocess), polling
+   its RSS;
+3. runs the Dask engine in this process on a LocalCluster of ``--workers`` processes with
+   ``--memory-limit`` each (validation + frame build), polling the RSS of this process (the client and
+   the scheduler) and of every worker, and recording every task's duration (Dask's task stream);
+4. prints time, rows/s and peak memory of each, then the per-partition cost (seconds and trips per
+   task kind) and an extrapolation to 1 billion trips from those per-partition figures.
+
+    .venv/bin/python benchmarks/bench_engine.py --presets small medium --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+SAFETYML = [str(ROOT / ".venv" / "bin" / "safetyml")]
+MB = 1024 * 1024
+
+
+class PeakRSS:
+    """Polls the RSS of some processes every ``interval`` seconds and keeps each one's peak (MiB)."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.2):
+        self.pids, self.interval = dict(pids), interval
+        self.peak: dict[str, float] = defaultdict(float)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, pid in list(self.pids.items()):
+                try:
+                    rss = psutil.Process(pid).memory_info().rss / MB
+                except psutil.NoSuchProcess:
+                    continue
+                self.peak[name] = max(self.peak[name], rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def prepare(preset: str, given: str | None, work: Path) -> tuple[Path, Path]:
+    """(data folder with one file per table, lake copy for Dask: every table rewritten in row groups of
+    ``ROW_GROUP_ROWS`` rows, one Dask partition each; the trips also hive-partitioned by month)."""
+    from safetyml.tables import write_parquet
+
+    if given:
+        data = Path(given)
+    else:
+        from safetyml.simulate import simulate
+
+        data = work / preset
+        if not (data / "trips.parquet").exists():
+            simulate(data, preset=preset, seed=7, progress=False)
+    lake = work / f"{preset}-lake"
+    if not lake.exists():
+        lake.mkdir(parents=True)
+        for table in ("riders", "merchants", "incidents", "merchant_ledger", "credit_events"):
+            write_parquet(pd.read_parquet(data / f"{table}.parquet"), lake / f"{table}.parquet")
+        trips = pd.read_parquet(data / "trips.parquet")
+        month = trips["requested_at"].dt.strftime("%Y-%m")
+        for value, rows in trips.groupby(month.to_numpy(), sort=True):
+            folder = lake / "trips" / f"month={value}"
+            folder.mkdir(parents=True)
+            write_parquet(rows, folder / "part-0.parquet")
+        del trips
+    return data, lake
+
+
+def run_pandas(data: Path, out: Path) -> dict:
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [*SAFETYML, "features", "build", "incident_risk", "--data", str(data), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with PeakRSS({"process": process.pid}) as rss:
+        _, err = process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"pandas build failed: {err[-2000:]}")
+    rows = pq.ParquetFile(out).metadata.num_rows
+    return {"seconds": time.perf_counter() - started, "rows": rows, "peak_mb": rss.peak["process"]}
+
+
+def run_dask(lake: Path, out: Path, workers: int, memory_limit: str) -> dict:
+    from distributed import get_task_stream
+
+    from safetyml.engine import resolve, session
+    from safetyml.features.distributed import build_frame_dask
+    from safetyml.tables import load_tables_dask
+
+    choice = resolve("dask", env={}, n_workers=workers, memory_limit=memory_limit)
+    with session(choice) as client:
+        pids = client.run(os.getpid)
+        watched = {"client": os.getpid(), **{f"worker {i}": pid for i, pid in enumerate(pids.values())}}
+        started = time.perf_counter()
+        with PeakRSS(watched) as rss, get_task_stream(client) as stream:
+            tables = load_tables_dask(lake, client)
+            validated = time.perf_counter() - started
+            result = build_frame_dask("incident_risk", tables, client, out)
+        seconds = time.perf_counter() - started
+        tasks = stream.data
+    per_kind: dict[str, list[float]] = defaultdict(list)
+    for task in tasks:
+        kind = task["key"][0] if isinstance(task["key"], tuple) else str(task["key"])
+        kind = kind.split("-", 1)[0]  # function name (keys are name-token)
+        compute = [s for s in task["startstops"] if s["action"] == "compute"]
+        per_kind[kind].append(sum(s["stop"] - s["start"] for s in compute))
+    return {
+        "seconds": seconds,
+        "validate_seconds": validated,
+        "rows": result.rows,
+        "groups": result.groups,
+        "days": result.days,
+        "peak_mb": dict(rss.peak),
+        "tasks": {k: v for k, v in per_kind.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--presets", nargs="+", default=["small", "medium"])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--memory-limit", default="4GiB", help="per Dask worker")
+    for preset in ("small", "medium", "large"):
+        parser.add_argument(f"--data-{preset}", help=f"an existing {preset} data folder (else simulated)")
+    parser.add_argument("--work", default=None, help="folder for data and outputs (default: a temp folder)")
+    args = parser.parse_args()
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_engine_"))
+    print(f"load average at start: {os.getloadavg()}; {psutil.cpu_count()} cores; work folder {work}")
+    summary = []
+    for preset in args.presets:
+        data, lake = prepare(preset, getattr(args, f"data_{preset}"), work)
+        trips = pq.ParquetFile(data / "trips.parquet").metadata.num_rows
+        for old in (work / f"{preset}-pandas.parquet", work / f"{preset}-dask"):
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        pandas_run = run_pandas(data, work / f"{preset}-pandas.parquet")
+        print(f"\n[{preset}] {trips:,} trips; load {os.getloadavg()[0]:.1f}")
+        rate, peak = pandas_run["rows"] / pandas_run["seconds"], pandas_run["peak_mb"]
+        print(f"  pandas: {pandas_run['seconds']:.1f} s, {rate:,.0f} rows/s, peak RSS {peak:,.0f} MiB")
+        dask_run = run_dask(lake, work / f"{preset}-dask", args.workers, args.memory_limit)
+        peaks = ", ".join(f"{k} {v:,.0f}" for k, v in dask_run["peak_mb"].items())
+        rate = dask_run["rows"] / dask_run["seconds"]
+        head = f"  dask ({args.workers} workers x {args.memory_limit}): {dask_run['seconds']:.1f} s"
+        print(f"{head} (validation {dask_run['validate_seconds']:.1f} s), {rate:,.0f} rows/s")
+        print(f"    groups {dask_run['groups']}, {dask_run['days']} daily parts; peak RSS MiB: {peaks}")
+        assert dask_run["rows"] == pandas_run["rows"], "the engines wrote different row counts"
+        print("  per task kind (the per-partition cost): count, total s, median s, max s")
+        for kind, seconds in sorted(dask_run["tasks"].items(), key=lambda kv: -sum(kv[1])):
+            if sum(seconds) < 0.05:
+                continue
+            s = pd.Series(seconds)
+            print(f"    {kind:<28} {len(s):>5} {s.sum():>8.1f} {s.median():>8.3f} {s.max():>8.3f}")
+        summary.append((preset, trips, pandas_run, dask_run))
+
+    print("\nsummary: preset, trips, pandas s, pandas peak MiB, dask s, dask max worker MiB, client MiB")
+    for preset, trips, p, d in summary:
+        worker_peak = max(v for k, v in d["peak_mb"].items() if k.startswith("worker"))
+        print(
+            f"  {preset:<7} {trips:>11,} {p['seconds']:>8.1f} {p['peak_mb']:>9,.0f} {d['seconds']:>8.1f} "
+            f"{worker_peak:>9,.0f} {d['peak_mb']['client']:>7,.0f}"
+        )
+    preset, trips, _, d = summary[-1]
+    cpu = sum(sum(v) for v in d["tasks"].values())
+    per_trip = cpu / trips
+    hours = per_trip * 1e9 / 3600
+    print(f"\nextrapolation from {preset} ({trips:,} trips): {cpu:.0f} task-seconds = {per_trip * 1e6:.1f} s")
+    print(f"  per million trips; 1 billion trips = {hours:,.0f} core-hours = {hours / 100:,.1f} h on 100")
+    print("  single-core workers (linear in trips: every task works on a bounded group of trips)")
+
+
+if __name__ == "__main__":
+    main()
