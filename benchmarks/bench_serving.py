@@ -375,7 +375,8 @@ def missing_from_audit(home: Path, ids: set[str]) -> int:
     path = home / "audit.sqlite"
     log = AuditLog(path)  # ships whatever a killed worker left in its journal
     deadline = time.monotonic() + 60
-    while any(p != log._journal.path for p in log.journals.glob("*.journal")) and time.monotonic() < deadline:
+    own = getattr(log, "_journal", None)  # None: an older checkout without journals (--project)
+    while own and any(p != own.path for p in log.journals.glob("*.journal")) and time.monotonic() < deadline:
         time.sleep(0.2)
     log.close()
     stored = set(read_decisions(path=path)["decision_id"])

@@ -89,7 +89,9 @@ COLUMNS: tuple[str, ...] = (
 # the columns that hold nested JSON (shown as tables of their own rather than as one value)
 NESTED_COLUMNS = ("features", "reasons", "request")
 
-_SCHEMA = """
+# Types both SQLite and PostgreSQL read the same way (SQLite gives DOUBLE PRECISION a REAL affinity, BIGINT
+# an INTEGER one), so the two stores hold identical records. Times stay ISO text: text order is time order.
+TABLES_DDL = """
 CREATE TABLE IF NOT EXISTS decisions (
     decision_id TEXT PRIMARY KEY,
     decided_at TEXT NOT NULL,
@@ -99,8 +101,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     model_name TEXT,
     model_version TEXT NOT NULL,
     policy_version TEXT NOT NULL,
-    probability REAL NOT NULL,
-    credit_score REAL,
+    probability DOUBLE PRECISION NOT NULL,
+    credit_score DOUBLE PRECISION,
     grade TEXT,
     risk_tier TEXT,
     action TEXT NOT NULL,
@@ -110,6 +112,14 @@ CREATE TABLE IF NOT EXISTS decisions (
     request TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_decided_at ON decisions (decided_at);
+CREATE TABLE IF NOT EXISTS audit_journal_offsets (
+    journal TEXT PRIMARY KEY,
+    shipped_offset BIGINT NOT NULL
+);
+"""
+_SCHEMA = (
+    TABLES_DDL
+    + """
 CREATE TABLE IF NOT EXISTS decision_conflicts (
     decision_id TEXT NOT NULL,
     journal TEXT NOT NULL,
@@ -118,11 +128,8 @@ CREATE TABLE IF NOT EXISTS decision_conflicts (
     record TEXT NOT NULL,
     detected_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS audit_journal_offsets (
-    journal TEXT PRIMARY KEY,
-    shipped_offset INTEGER NOT NULL
-);
 """
+)
 CONFLICT_COLUMNS = ("decision_id", "journal", "journal_offset", "reason", "record", "detected_at")
 _INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
@@ -245,7 +252,45 @@ def connect(path: Path, timeout: float = 30.0, autocommit: bool = False) -> sqli
     return conn
 
 
-class SQLiteAuditStore:
+class SQLStore:
+    """The queries both audit stores share (same tables); each store gives its placeholder and orderings."""
+
+    placeholder = "?"
+    order = " ORDER BY decided_at, decision_id"
+    conflict_order = "rowid"
+
+    def _db(self) -> Any:
+        raise NotImplementedError
+
+    def offset(self, journal: str) -> int:
+        query = f"SELECT shipped_offset FROM audit_journal_offsets WHERE journal = {self.placeholder}"
+        row = self._db().execute(query, (journal,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def forget(self, journal: str) -> None:
+        self._db().execute(
+            f"DELETE FROM audit_journal_offsets WHERE journal = {self.placeholder}", (journal,)
+        )
+
+    def get(self, decision_id: str) -> dict[str, Any] | None:
+        query = f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id = {self.placeholder}"
+        row = self._db().execute(query, (decision_id,)).fetchone()
+        return dict(zip(COLUMNS, row, strict=True)) if row else None
+
+    def rows_since(self, since: str | None) -> list[tuple[Any, ...]]:
+        query = f"SELECT {', '.join(COLUMNS)} FROM decisions"
+        params: tuple[Any, ...] = ()
+        if since is not None:
+            query += f" WHERE decided_at >= {self.placeholder}"
+            params = (since,)
+        return [tuple(row) for row in self._db().execute(query + self.order, params).fetchall()]
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        query = f"SELECT {', '.join(CONFLICT_COLUMNS)} FROM decision_conflicts ORDER BY {self.conflict_order}"
+        return [dict(zip(CONFLICT_COLUMNS, row, strict=True)) for row in self._db().execute(query).fetchall()]
+
+
+class SQLiteAuditStore(SQLStore):
     """The shipped decisions in SQLite: inserts refuse existing ids; offsets move in the same transaction."""
 
     errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)
@@ -265,17 +310,6 @@ class SQLiteAuditStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-    def offset(self, journal: str) -> int:
-        row = (
-            self._db()
-            .execute("SELECT shipped_offset FROM audit_journal_offsets WHERE journal = ?", (journal,))
-            .fetchone()
-        )
-        return int(row[0]) if row else 0
-
-    def forget(self, journal: str) -> None:
-        self._db().execute("DELETE FROM audit_journal_offsets WHERE journal = ?", (journal,))
 
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert decisions; raises DuplicateDecisionError (nothing inserted) if an id is already stored."""
@@ -337,28 +371,6 @@ class SQLiteAuditStore:
                 conn.execute("ROLLBACK")
             raise
         return conflicts
-
-    # readers
-    def get(self, decision_id: str) -> dict[str, Any] | None:
-        cursor = self._db().execute(
-            f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id = ?", (decision_id,)
-        )
-        row = cursor.fetchone()
-        return dict(zip(COLUMNS, row, strict=True)) if row else None
-
-    def rows_since(self, since: str | None) -> list[tuple[Any, ...]]:
-        query = f"SELECT {', '.join(COLUMNS)} FROM decisions"
-        params: tuple[Any, ...] = ()
-        if since is not None:
-            query += " WHERE decided_at >= ?"
-            params = (since,)
-        return self._db().execute(query + " ORDER BY decided_at, decision_id", params).fetchall()
-
-    def conflicts(self) -> list[dict[str, Any]]:
-        cursor = self._db().execute(
-            f"SELECT {', '.join(CONFLICT_COLUMNS)} FROM decision_conflicts ORDER BY rowid"
-        )
-        return [dict(zip(CONFLICT_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
 
 
 def open_store(path: Path | None = None, timeout: float = 30.0) -> Any:

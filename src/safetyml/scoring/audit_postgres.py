@@ -15,29 +15,11 @@ from datetime import datetime
 from typing import Any
 
 from safetyml._optional import require
-from safetyml.scoring.audit import COLUMNS, CONFLICT_COLUMNS, DuplicateDecisionError
+from safetyml.scoring.audit import COLUMNS, CONFLICT_COLUMNS, TABLES_DDL, DuplicateDecisionError, SQLStore
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (
-    decision_id TEXT PRIMARY KEY,
-    decided_at TEXT NOT NULL,
-    task TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    market TEXT,
-    model_name TEXT,
-    model_version TEXT NOT NULL,
-    policy_version TEXT NOT NULL,
-    probability DOUBLE PRECISION NOT NULL,
-    credit_score DOUBLE PRECISION,
-    grade TEXT,
-    risk_tier TEXT,
-    action TEXT NOT NULL,
-    cold_start INTEGER NOT NULL,
-    features TEXT NOT NULL,
-    reasons TEXT NOT NULL,
-    request TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS decisions_decided_at ON decisions (decided_at);
+_SCHEMA = (
+    TABLES_DDL
+    + """
 CREATE TABLE IF NOT EXISTS decision_conflicts (
     id BIGSERIAL PRIMARY KEY,
     decision_id TEXT NOT NULL,
@@ -47,11 +29,8 @@ CREATE TABLE IF NOT EXISTS decision_conflicts (
     record TEXT NOT NULL,
     detected_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS audit_journal_offsets (
-    journal TEXT PRIMARY KEY,
-    shipped_offset BIGINT NOT NULL
-);
 """
+)
 _INSERT = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('%s' for _ in COLUMNS)})"
 _CONFLICT = (
     f"INSERT INTO decision_conflicts ({', '.join(CONFLICT_COLUMNS)}) "
@@ -59,8 +38,13 @@ _CONFLICT = (
 )
 
 
-class PostgresAuditStore:
+class PostgresAuditStore(SQLStore):
     """Shipped decisions in PostgreSQL; one connection, reopened after the server went away."""
+
+    placeholder = "%s"
+    # COLLATE "C": byte order, as SQLite sorts text, so both stores list decisions in the same order
+    order = ' ORDER BY decided_at COLLATE "C", decision_id COLLATE "C"'
+    conflict_order = "id"
 
     def __init__(self, url: str, timeout: float = 30.0):
         psycopg = require("psycopg", "postgres")
@@ -90,17 +74,6 @@ class PostgresAuditStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-    def offset(self, journal: str) -> int:
-        row = (
-            self._db()
-            .execute("SELECT shipped_offset FROM audit_journal_offsets WHERE journal = %s", (journal,))
-            .fetchone()
-        )
-        return int(row[0]) if row else 0
-
-    def forget(self, journal: str) -> None:
-        self._db().execute("DELETE FROM audit_journal_offsets WHERE journal = %s", (journal,))
 
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert decisions; raises DuplicateDecisionError (nothing inserted) if an id is already stored."""
@@ -136,30 +109,6 @@ class PostgresAuditStore:
                 (journal, new_offset),
             )
         return conflicts
-
-    def get(self, decision_id: str) -> dict[str, Any] | None:
-        row = (
-            self._db()
-            .execute(f"SELECT {', '.join(COLUMNS)} FROM decisions WHERE decision_id = %s", (decision_id,))
-            .fetchone()
-        )
-        return dict(zip(COLUMNS, row, strict=True)) if row else None
-
-    def rows_since(self, since: str | None) -> list[tuple[Any, ...]]:
-        query = f"SELECT {', '.join(COLUMNS)} FROM decisions"
-        params: tuple[Any, ...] = ()
-        if since is not None:
-            query += " WHERE decided_at >= %s"
-            params = (since,)
-        # COLLATE "C": byte order, as SQLite sorts text, so both stores list decisions in the same order
-        order = ' ORDER BY decided_at COLLATE "C", decision_id COLLATE "C"'
-        return self._db().execute(query + order, params).fetchall()
-
-    def conflicts(self) -> list[dict[str, Any]]:
-        cursor = self._db().execute(
-            f"SELECT {', '.join(CONFLICT_COLUMNS)} FROM decision_conflicts ORDER BY id"
-        )
-        return [dict(zip(CONFLICT_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
 
     def _where(self) -> str:
         info = self._conn.info if self._conn is not None else None
