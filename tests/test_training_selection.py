@@ -269,3 +269,26 @@ def test_online_store_materializes_what_the_registered_models_use(trained_env, t
     }
     model = models["merchant_credit"]
     np.testing.assert_array_equal(model.predict_proba(credit["used"]), model.predict_proba(credit["full"]))
+
+
+@pytest.mark.slow
+def test_materialize_cli_stores_the_registered_models_columns(trained_env, tmp_path):
+    from typer.testing import CliRunner
+
+    from safetyml.cli import app
+    from safetyml.features.online import OnlineStore
+    from safetyml.training.selection import registered_features
+
+    used = registered_features()
+    columns, outputs = {}, {}
+    for label, extra in (("used", []), ("all", ["--all-features"])):
+        store = tmp_path / f"{label}.sqlite"
+        args = ["features", "materialize", "--data", str(trained_env.data_dir), "--store", str(store), *extra]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        outputs[label] = result.output
+        with OnlineStore.open(store) as opened:
+            columns[label] = set(opened.get("merchant", []).columns)
+    assert f"the {len(used)} model columns" in outputs["used"] and "every definition" in outputs["all"]
+    assert columns["used"] < columns["all"]
+    assert columns["used"] >= {f for f in trained_env.results["merchant_credit"].model.features}

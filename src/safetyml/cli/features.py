@@ -185,12 +185,20 @@ def materialize_cmd(
     ),
     engine: str = engine_option(),
     scheduler: str | None = scheduler_option(),
+    all_features: bool = typer.Option(
+        False, "--all-features", help="Store every definition, not only what the registered models use."
+    ),
 ) -> None:
-    """Write the latest feature vector of every rider, merchant and zone to the online store."""
+    """Write the latest feature vector of every rider, merchant and zone to the online store.
+
+    Only the columns the registered champions and challengers use (their selected feature lists), or every
+    definition with ``--all-features`` or while a task has no champion yet.
+    """
     import pandas as pd
 
     from safetyml.engine import session
     from safetyml.features.online import OnlineStore, materialize
+    from safetyml.training.selection import registered_features
 
     choice = engine_choice(engine, scheduler)
 
@@ -201,6 +209,12 @@ def materialize_cmd(
         except ValueError:
             fail(f"--as-of {as_of!r} is not a timestamp (e.g. 2026-09-01 or 2026-09-01T12:00Z)")
     fs = _feature_set(features_dir)
+    used = None if all_features else registered_features()
+    console.print(
+        "columns: every definition"
+        if used is None
+        else f"columns: the {len(used)} model columns of the registered models (--all-features: every one)"
+    )
     with session(choice) as client:
         if choice.is_dask:
             console.print(f"engine: {choice.describe()}")
@@ -209,11 +223,11 @@ def materialize_cmd(
         start = time.perf_counter()
         with OnlineStore.open(store_path) as store, stage("materializing the online store", console):
             if client is None:
-                meta = materialize(tables, fs, as_of=stamp, store=store)
+                meta = materialize(tables, fs, as_of=stamp, store=store, features=used)
             else:
                 from safetyml.features.distributed import materialize_dask
 
-                meta = materialize_dask(tables, client, fs, as_of=stamp, store=store)
+                meta = materialize_dask(tables, client, fs, as_of=stamp, store=store, features=used)
     table = Table("entity", "rows", title="online store")
     for entity, rows in meta["rows"].items():
         table.add_row(entity, f"{rows:,}")
