@@ -127,6 +127,16 @@ def test_grouped_permutation_matches_sklearn_for_one_column_groups():
     np.testing.assert_allclose(mean, theirs.importances_mean, atol=0.004)
     assert list(np.argsort(-mean)) == list(np.argsort(-theirs.importances_mean)) == [0, 1, 2, 3]
     assert ours["3"].max() == 0.0  # a column the score ignores costs exactly nothing
+    calls = []
+
+    def counted(M):
+        calls.append(1)
+        return M @ weights
+
+    groups = {str(j): [j] for j in range(4)}
+    _, skipped = group_permutation_importance(counted, X.copy(), y, groups, score, 40, seed=1, unused={3})
+    assert len(calls) == 1 + 3 * 40  # the unused column is not predicted again ...
+    assert all(np.array_equal(skipped[g], ours[g]) for g in groups)  # ... and nothing else changes
 
 
 def test_latency_budget_refits_shallower_and_records_it(credit_frame):

@@ -83,18 +83,26 @@ def group_permutation_importance(
     score: Callable[[np.ndarray, np.ndarray], float],
     repeats: int = 2,
     seed: int = 0,
+    unused: set[int] | frozenset[int] = frozenset(),
 ) -> tuple[float, dict[str, np.ndarray]]:
     """The baseline score and, per group, the score drops when its columns are shuffled together.
 
     ``groups`` maps a name to column positions of ``X``; every repeat draws one row permutation per group
-    and applies it to all the group's columns. ``X`` is changed in place and restored.
+    and applies it to all the group's columns. ``X`` is changed in place and restored. A group whose
+    columns are all in ``unused`` (columns the model never splits on) costs exactly nothing when shuffled,
+    so it is not predicted again (its permutations are still drawn: the other groups' stay the same).
     """
     rng = np.random.default_rng(seed)
     baseline = score(y, predict(X))
     drops: dict[str, np.ndarray] = {}
     for name, columns in groups.items():
+        values = np.zeros(repeats)
+        if set(columns) <= unused:
+            for _ in range(repeats):
+                rng.permutation(len(X))
+            drops[name] = values
+            continue
         saved = X[:, columns].copy()
-        values = np.empty(repeats)
         for r in range(repeats):
             X[:, columns] = saved[rng.permutation(len(X))]
             values[r] = baseline - score(y, predict(X))
@@ -184,6 +192,11 @@ def select_groups(
         score,
         repeats=repeats,
         seed=seed,
+        unused={
+            position[c]
+            for c, n in zip(booster.feature_name(), booster.feature_importance(), strict=True)
+            if n == 0 and c in position
+        },
     )
     lift = max(full - random_level(metric, y_valid), 1e-12)
     threshold = tolerance * lift
