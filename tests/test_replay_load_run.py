@@ -3,6 +3,7 @@ gives exactly the recorded score and reasons; today's champion is shown beside i
 
 from __future__ import annotations
 
+import math
 import shutil
 from typing import Any
 
@@ -86,11 +87,19 @@ def test_replay_notices_a_changed_snapshot_and_an_unknown_version(load_run: dict
         decision = next(
             d
             for d in decisions
-            if d["reasons"] and isinstance(d["features"][d["reasons"][0]["feature"]], float)
+            if d["reasons"]
+            and isinstance(d["features"][d["reasons"][0]["feature"]], float)
+            and math.isfinite(d["features"][d["reasons"][0]["feature"]])  # a missing value stays missing
         )
         top = decision["reasons"][0]["feature"]
-        decision["features"][top] = decision["features"][top] * 3 + 10  # the strongest reason, much stronger
-        changed = replayer.replay(decision, with_champion=False)
+        # the strongest reason pushed far to either side: one side crosses the splits it went through
+        # (a value already beyond every threshold on one side gives the same score there)
+        value = decision["features"][top]
+        replays = []
+        for extreme in (abs(value) * 3 + 1e6, -abs(value) * 3 - 1e6):
+            decision["features"][top] = extreme
+            replays.append(replayer.replay(decision, with_champion=False))
+        changed = next((r for r in replays if not r.score_identical), replays[0])
         assert not changed.score_identical and not changed.reasons_identical and changed.champion is None
         decision["model_version"] = "999"
         with pytest.raises(LookupError, match="version 999 named on the decision"):
