@@ -675,7 +675,16 @@ class FeatureEngine:
             firsts = self.stream(entity, spec.source, group, where, clock)
             out = q.window_sum(firsts, firsts.cum(), None)
             if window is not None:
-                events = self.stream(entity, spec.source, group, where, ("distinct", spec.distinct, "all"))
+                events_key = (
+                    entity,
+                    spec.source,
+                    group,
+                    json.dumps(where or {}, sort_keys=True, default=str),
+                )
+                keep, _ = self._streams[("previous", *events_key, spec.distinct)]
+                # every event has a value (the usual case): the plain stream already holds them, in order
+                clock = None if keep.all() else ("distinct", spec.distinct, "all")
+                events = self.stream(entity, spec.source, group, where, clock)
                 ones = events.cum()
                 out = out - (ones[q.pos(events, window)] - ones[q.pos(events, None)])
             return out
