@@ -55,20 +55,28 @@ def policies_with(folder: Path, challenger: str | None) -> Path:
     return folder
 
 
-def closed_loop(scorer: Any, requests: list[Any], concurrency: int) -> list[float]:
-    """Each thread scores its share of ``requests`` one at a time, in an audit batch like the service."""
+def closed_loop(
+    scorer: Any, requests: list[Any], concurrency: int, cpu: list[float] | None = None
+) -> list[float]:
+    """Each thread scores its share of ``requests`` one at a time, in an audit batch like the service.
+    Returns the latencies; ``cpu`` collects each request thread's own CPU time per request (the response
+    path's CPU, which the machine's other load does not inflate the way it inflates latency)."""
     latencies: list[float] = []
     lock = threading.Lock()
 
     def work(part: list[Any]) -> None:
         mine = []
+        cpu0 = time.thread_time()
         for request in part:
             start = time.perf_counter()
             with scorer.audit.batch():
                 scorer.score_trip(request)
             mine.append(time.perf_counter() - start)
+        spent = time.thread_time() - cpu0
         with lock:
             latencies.extend(mine)
+            if cpu is not None and part:
+                cpu.append(spent / len(part))
 
     threads = [threading.Thread(target=work, args=(requests[i::concurrency],)) for i in range(concurrency)]
     for t in threads:
@@ -149,11 +157,21 @@ def main() -> None:
             (("none", plain), ("shadow", shadowed)) if r % 2 == 0 else (("shadow", shadowed), ("none", plain))
         ):
             before = load()
-            lat = closed_loop(scorer, requests, args.concurrency)
-            runs[kind].append({"p50": pct(lat, 50), "p99": pct(lat, 99), "n": len(lat), "load": before})
+            cpu: list[float] = []
+            lat = closed_loop(scorer, requests, args.concurrency, cpu)
+            runs[kind].append(
+                {
+                    "p50": pct(lat, 50),
+                    "p99": pct(lat, 99),
+                    "n": len(lat),
+                    "load": before,
+                    "cpu": np.mean(cpu) * 1000,
+                }
+            )
             last = runs[kind][-1]
             print(
-                f"round {r + 1} {kind:6s}: p50 {last['p50']:.2f} ms  p99 {last['p99']:.2f} ms "
+                f"round {r + 1} {kind:6s}: p50 {last['p50']:.2f} ms  p99 {last['p99']:.2f} ms  "
+                f"response-path CPU {last['cpu']:.3f} ms/request "
                 f"({len(lat)} requests, concurrency {args.concurrency}; {before})",
                 flush=True,
             )
@@ -164,7 +182,11 @@ def main() -> None:
     for kind in runs:
         p50 = statistics.median(x["p50"] for x in runs[kind])
         p99 = statistics.median(x["p99"] for x in runs[kind])
-        print(f"median over rounds, {kind:6s}: p50 {p50:.2f} ms  p99 {p99:.2f} ms")
+        cpu_ms = statistics.median(x["cpu"] for x in runs[kind])
+        print(
+            f"median over rounds, {kind:6s}: p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
+            f"response-path CPU {cpu_ms:.3f} ms"
+        )
     d50 = statistics.median(x["p50"] for x in runs["shadow"]) - statistics.median(
         x["p50"] for x in runs["none"]
     )
@@ -172,6 +194,21 @@ def main() -> None:
         x["p99"] for x in runs["none"]
     )
     print(f"shadow challenger adds: p50 {d50:+.2f} ms, p99 {d99:+.2f} ms (bar: p99 ≤ +1 ms)")
+
+    # the shadow's own CPU, off the response path: one job per request, as the service submits them
+    from safetyml.scoring.challengers import ShadowJob, score_job
+
+    rows, _, cities = shadowed.trip_rows(requests[:1000])
+    loaded = next(iter(shadowed.bundle.challengers.loaded.values()))
+    policy = shadowed.policies.for_city(cities[0])
+    t0 = time.process_time()
+    for i in range(len(rows)):
+        score_job(ShadowJob("incident_risk", rows, [(i, f"d{i}", policy, (), [loaded], [])]))
+    cpu = (time.process_time() - t0) / len(rows) * 1000
+    print(
+        f"shadow CPU off the response path: {cpu:.3f} ms per decision "
+        f"({len(rows)} one-request jobs; {load()})"
+    )
 
     report = challenger_report(
         "incident_risk", path=audit_path, tables=tables, n_boot=args.boot, seed=args.seed
@@ -219,7 +256,7 @@ def main() -> None:
     # the same pairs, roles swapped: the champion as the challenger of the other version
     from safetyml.scoring.challenger_report import paired_bootstrap
 
-    pairs = report.pairs[report.pairs["label"].notna()]
+    pairs = report.pairs[report.pairs["label"].notna()].drop_duplicates("trip_id")
     reverse = paired_bootstrap(
         pairs["label"].to_numpy(),
         pairs["p_challenger"].to_numpy(),

@@ -89,7 +89,8 @@ def test_specific_prefix_wins_and_duplicates_fold() -> None:
         statement.reason_text({"group": "rider_incidents"})
         == "incidentes de segurança recentes nas suas entregas"
     )
-    reasons = [{"group": g, "contribution_logodds": 1.0} for g in ("pickup_zone_trips", "pickup_ring_trips")]
+    groups = ("pickup_zone_incident_rate", "pickup_ring_incidents")
+    reasons = [{"group": g, "contribution_logodds": 1.0} for g in groups]
     out = statement_of_reasons(_decision("BR", "incident_risk", "block", reasons), load_policies(SHIPPED))
     assert out.reasons == ["incidentes registrados perto do local de retirada"]
 

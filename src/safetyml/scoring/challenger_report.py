@@ -276,8 +276,9 @@ def trip_requests(trips: pd.DataFrame) -> list[Any]:
 
 def label_incident_decisions(
     pairs: pd.DataFrame, tables: Tables, lag_days: int, min_severity: int
-) -> pd.Series:
-    """1/0 per pair once mature (``lag_days`` before the data's last trip), NaN when immature or unmatched."""
+) -> pd.DataFrame:
+    """Per pair: the matched ``trip_id`` and ``label`` (1/0 once mature, i.e. ``lag_days`` before the data's
+    last trip; NaN when immature or unmatched)."""
     import pandas as pd
 
     requests = [json.loads(r) if isinstance(r, str) else (r or {}) for r in pairs["request"]]
@@ -300,7 +301,9 @@ def label_incident_decisions(
     mature = matched["requested_at"] <= data_end - pd.Timedelta(days=lag_days)
     label = matched["trip_id"].astype("string").isin(positive).astype(float)
     label[~mature.to_numpy() | matched["trip_id"].isna().to_numpy()] = np.nan
-    return pd.Series(label.to_numpy(), index=pairs.index, name="label")
+    return pd.DataFrame(
+        {"trip_id": matched["trip_id"].to_numpy(), "label": label.to_numpy()}, index=pairs.index
+    )
 
 
 def challenger_report(
@@ -353,11 +356,15 @@ def challenger_report(
 
         tables = load_tables(Path(data_dir))
     labels = label_incident_decisions(pairs, tables, config.split.label_lag_days, config.label.min_severity)
-    pairs["label"] = labels
-    labelled = pairs[labels.notna()]
+    pairs["trip_id"], pairs["label"] = labels["trip_id"], labels["label"]
+    labelled = pairs[pairs["label"].notna()]
+    repeats = int(labelled["trip_id"].duplicated().sum())
+    labelled = labelled.drop_duplicates("trip_id")  # a trip scored twice (a retry) counts once: its first
     positives = int(labelled["label"].sum())
     report.label_note = (
-        f"{len(labelled)} of {len(pairs)} decisions labelled (mature and matched), {positives} positive"
+        f"{len(labelled)} trips labelled (mature and matched) of {len(pairs)} decisions"
+        + (f" ({repeats} repeat decisions of the same trips left out)" if repeats else "")
+        + f", {positives} positive"
     )
     if positives < MIN_POSITIVES or positives == len(labelled):
         report.label_note += f"; too few to compare (need {MIN_POSITIVES} positives and some negatives)"

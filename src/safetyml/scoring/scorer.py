@@ -267,6 +267,7 @@ class Scorer:
             "feature_definitions_version": None if fs_version is None else str(fs_version),
             "online_store": store_meta,
             "policy_versions": self.policies.versions(),
+            "challengers": self._bundle.challengers.versions() if self._bundle.challengers else {},
         }
 
     # ------------------------------------------------------------------------------- offline / batch
