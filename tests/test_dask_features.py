@@ -111,3 +111,24 @@ def test_materialize_on_dask_writes_the_pandas_vectors(lake, dask_client, tmp_pa
         for entity, frame in vectors.items():
             ids = frame.index
             assert_same_vectors(ours.get(entity, ids).loc[ids], theirs.get(entity, ids).loc[ids], entity)
+
+
+def test_halo_pairs_are_the_nearest_cities_of_each_ring():
+    """The vectorised halo against a cell-by-cell reference (grid_disk, nearest city of each cell)."""
+    import h3
+
+    from safetyml.features import zones
+    from safetyml.features.distributed import _halo_pairs
+
+    cells = zones.cells_int(
+        pd.Series([-23.55, -23.55, None, 19.43, -22.9]), pd.Series([-46.63, -46.63, None, -99.13, -43.2])
+    )
+    rows, cities = _halo_pairs(cells)
+    got = {(int(r), c) for r, c in zip(rows, cities, strict=True)}
+    expected = set()
+    for row, cell in enumerate(cells):
+        if cell == zones.NO_CELL:
+            continue
+        disk = [h3.str_to_int(c) for c in h3.grid_disk(h3.int_to_str(int(cell)), 1)]
+        expected |= {(row, city) for city in zones.nearest_city(np.array(disk, dtype=np.int64))}
+    assert got == expected and {r for r, _ in got} == {0, 1, 3, 4}

@@ -81,19 +81,19 @@ def _hash_group(ids: pd.Series, n: int) -> np.ndarray:
     return (pd.util.hash_array(values) % np.uint64(n)).astype(np.int64)
 
 
-def _halo_cities(cells: np.ndarray) -> list[set]:
-    """For each cell, the cities nearest to any cell of its ring (grid_disk k=1), itself included."""
+def _halo_pairs(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, city) pairs: for each row's cell, every city nearest to a cell of its ring (grid_disk k=1),
+    its own city included; a row without a cell has none."""
     unique, inverse = np.unique(cells, return_inverse=True)
-    known = unique != zones.NO_CELL
-    out: list[set] = [set() for _ in range(len(unique))]
-    if known.any():
-        disk = zones.neighbours(unique[known])
-        flat = disk.ravel()
-        city = zones.nearest_city(flat).reshape(disk.shape)
-        city[disk == zones.NO_CELL] = None
-        for slot, row in zip(np.flatnonzero(known), city, strict=True):
-            out[slot] = {c for c in row if c is not None}
-    return [out[i] for i in inverse]
+    known = np.flatnonzero(unique != zones.NO_CELL)
+    if not len(known):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    disk = zones.neighbours(unique[known])
+    flat = disk.ravel()
+    pairs = pd.DataFrame({"slot": np.repeat(known, disk.shape[1]), "city": zones.nearest_city(flat)})
+    pairs = pairs[flat != zones.NO_CELL].drop_duplicates()
+    joined = pd.DataFrame({"row": np.arange(len(cells)), "slot": inverse}).merge(pairs, on="slot")
+    return joined["row"].to_numpy(), joined["city"].to_numpy(dtype=object)
 
 
 def _route(
@@ -117,15 +117,14 @@ def _route(
         routes[kind] = (rows, groups)
     city = trip_city(trips, merchants).to_numpy(dtype=object)
     zone_rows, zone_groups = [], []
-    halos = [_halo_cities(zones.cells_int(trips[f"{r}_lat"], trips[f"{r}_lng"])) for r in ROLES]
-    for i in range(len(trips)):
-        targets = set().union(*(halo[i] for halo in halos))
-        if any(not halo[i] for halo in halos):  # an end without a cell is answered by the trip's city
-            targets.add(city[i])
-        targets.discard(None)
-        zone_rows.extend([i] * len(targets))
-        zone_groups.extend(sorted(targets))
-    routes["zone"] = (np.asarray(zone_rows, dtype=np.int64), np.asarray(zone_groups, dtype=object))
+    for role in ROLES:
+        cells = zones.cells_int(trips[f"{role}_lat"], trips[f"{role}_lng"])
+        rows, cities = _halo_pairs(cells)
+        missing = np.flatnonzero(cells == zones.NO_CELL)  # an end without a cell: the trip's city answers
+        zone_rows += [rows, missing]
+        zone_groups += [cities, city[missing]]
+    zone = pd.DataFrame({"row": np.concatenate(zone_rows), "group": np.concatenate(zone_groups)}).dropna()
+    routes["zone"] = (zone["row"].to_numpy(), zone["group"].to_numpy(dtype=object))
     out: dict[str, dict[Any, pd.DataFrame]] = {}
     for kind, (rows, groups) in routes.items():
         pairs = pd.DataFrame({"row": rows, "group": groups}).drop_duplicates()
