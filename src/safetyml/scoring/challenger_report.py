@@ -360,6 +360,7 @@ def challenger_report(
     labelled = pairs[pairs["label"].notna()]
     repeats = int(labelled["trip_id"].duplicated().sum())
     labelled = labelled.drop_duplicates("trip_id")  # a trip scored twice (a retry) counts once: its first
+    labelled = labelled.sort_values("trip_id", kind="stable")  # same rows, same order: the seed reproduces
     positives = int(labelled["label"].sum())
     report.label_note = (
         f"{len(labelled)} trips labelled (mature and matched) of {len(pairs)} decisions"

@@ -202,14 +202,15 @@ class ShadowJob:
     """One scored batch's work for the shadow writer.
 
     ``inputs`` holds the feature snapshot of each item: a list of row dicts (trips) or a DataFrame
-    (merchants). Items are (row index, decision id, policy, served feature names, other scores), where
-    other scores are already-known (role, mode, spec, name, version, probability) answers (the champion's
-    score of a canary decision) and ``shadows`` the challengers to score here.
+    (merchants). Items are (row index, decision id, policy, served feature names, shadows, others): the
+    served model's own feature list (not a copy), the challengers to score here, and already-known answers
+    (role, mode, spec, name, version, probability, extra features), e.g. the champion's score of a canary
+    decision.
     """
 
     task: str
     inputs: list[dict[str, Any]] | pd.DataFrame
-    items: list[tuple[int, str, Policy, tuple[str, ...], list[LoadedChallenger], list[tuple[Any, ...]]]]
+    items: list[tuple[int, str, Policy, list[str], list[LoadedChallenger], list[tuple[Any, ...]]]]
 
 
 class ShadowLog:
@@ -224,6 +225,8 @@ class ShadowLog:
         self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=max_queue)
         self.submitted = self.written = self.dropped = 0
         self.failed = 0
+        self.cpu_seconds = 0.0  # the shadow thread's own CPU: what the challenger costs the machine
+        self.wakeups = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._loop, name="safetyml-shadow", daemon=True)
@@ -246,13 +249,15 @@ class ShadowLog:
                 len(job.items),
             )
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         return {
             "submitted": self.submitted,
             "written": self.written,
             "dropped": self.dropped,
             "failed": self.failed,
             "queued": self._queue.qsize(),
+            "wakeups": self.wakeups,
+            "cpu_ms_per_job": round(self.cpu_seconds * 1000 / max(self.written, 1), 4),
         }
 
     def _loop(self) -> None:
@@ -270,6 +275,7 @@ class ShadowLog:
                         self._queue.put(None)
                         break
                     jobs.append(nxt)
+            cpu0 = time.thread_time()
             try:
                 rows = [row for j in merge_jobs(jobs) for row in score_job(j)]
                 with self._conn:
@@ -280,6 +286,8 @@ class ShadowLog:
                     self.failed += len(jobs)
             with self._idle:
                 self.written += len(jobs)
+                self.cpu_seconds += time.thread_time() - cpu0
+                self.wakeups += 1
                 self._idle.notify_all()
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -332,9 +340,14 @@ def score_job(job: ShadowJob) -> list[tuple[Any, ...]]:
     for loaded, members in by_model.values():
         rows = [job.items[n][0] for n in members]
         probability = _predict(loaded.model, job.inputs, rows)
+        missing: dict[int, list[str]] = {}  # per distinct served feature list: the features it lacks
         for n, p in zip(members, probability.tolist(), strict=True):
             _, decision_id, policy, served, _, _ = job.items[n]
-            extra = _extra(loaded.model, job.inputs, job.items[n][0], served)
+            names = missing.get(id(served))
+            if names is None:
+                have = set(served)
+                names = missing[id(served)] = [f for f in loaded.model.features if f not in have]
+            extra = _extra(names, job.inputs, job.items[n][0]) if names else {}
             known = (ROLE_CHALLENGER, "shadow", loaded.spec, loaded.name, loaded.version, p)
             out.append(_record(job.task, decision_id, policy, known, extra, now))
     for _, decision_id, policy, _, _, others in job.items:
@@ -361,13 +374,9 @@ def _predict(model: RiskModel, inputs: list[dict[str, Any]] | pd.DataFrame, rows
     return predict_frame(model, inputs.iloc[rows])
 
 
-def _extra(
-    model: RiskModel, inputs: list[dict[str, Any]] | pd.DataFrame, row: int, served: tuple[str, ...]
-) -> dict[str, Any]:
-    """The values this model used that the decision's snapshot does not hold (to replay it later)."""
-    names = [f for f in model.features if f not in served]
-    if not names:
-        return {}
+def _extra(names: list[str], inputs: list[dict[str, Any]] | pd.DataFrame, row: int) -> dict[str, Any]:
+    """The values of ``names`` (features the decision's snapshot does not hold) for one row, to replay the
+    challenger's score later."""
     if isinstance(inputs, list):
         return {f: inputs[row].get(f) for f in names}
     values = inputs.iloc[row]

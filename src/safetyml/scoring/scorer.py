@@ -410,9 +410,7 @@ class Scorer:
             )
             if entries and self.shadow is not None:
                 others = _champion_side(bundle, TRIP_TASK, canary, float(probability[i]), rows[i], served)
-                shadow_items.append(
-                    (i, response.decision_id, policy, tuple(served.features), shadows, others)
-                )
+                shadow_items.append((i, response.decision_id, policy, served.features, shadows, others))
         if shadow_items:  # scored off the response path by the shadow thread
             from safetyml.scoring.challengers import ShadowJob
 
@@ -509,9 +507,7 @@ class Scorer:
                 record = _feature_records(X.iloc[[i]], model.features)[0] if canary is not None else {}
                 p_champion = float(scored["probability"].iat[i])
                 others = _champion_side(bundle, MERCHANT_TASK, canary, p_champion, record, used)
-                shadow_items.append(
-                    (i, response.decision_id, policy, tuple(used.features), routes[i][1], others)
-                )
+                shadow_items.append((i, response.decision_id, policy, used.features, routes[i][1], others))
         if shadow_items:
             from safetyml.scoring.challengers import ShadowJob
 
