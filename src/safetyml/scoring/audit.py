@@ -64,6 +64,7 @@ ROTATE_BYTES = 64 * 1024 * 1024  # a journal this large is closed and shipped aw
 MAX_PENDING = 10_000  # decisions waiting for the next commit (back-pressure beyond)
 MAX_BACKLOG = 2_000_000  # decisions durable in the journal but not yet in the store
 PUT_TIMEOUT = 5.0  # seconds record() waits for room before refusing
+DURABLE_TIMEOUT = 20.0  # seconds record() waits for its commit before refusing (a hung disk)
 SCAN_EVERY = 5.0  # seconds between looks for journals left by dead processes
 _SHIP_BATCH = 2000
 
@@ -535,9 +536,14 @@ class AuditLog:
             self._submitted += len(lines)
             target = self._submitted
             self._cond.notify_all()
+            deadline = time.monotonic() + DURABLE_TIMEOUT
             while self._durable < target:
                 if self._journal_error is not None:
                     raise AuditUnavailableError(f"audit journal failed: {self._journal_error}")
+                if time.monotonic() > deadline:  # the disk hangs: answer 503 rather than hang the caller
+                    raise AuditUnavailableError(
+                        f"audit journal {self._journal.path}: not on disk after {DURABLE_TIMEOUT:.0f} s"
+                    )
                 self._cond.wait(1.0)
 
     def _write_loop(self) -> None:
@@ -568,7 +574,10 @@ class AuditLog:
                 self._cond.notify_all()
             self._wake_shipper.set()
             if self._journal.size >= self.rotate_bytes:
-                self._rotate()
+                try:
+                    self._rotate()
+                except OSError as exc:  # keep appending to the current journal; say so
+                    log.error("audit journal %s: could not start a new journal: %s", self._journal.path, exc)
 
     def _rotate(self) -> None:
         """Start a new journal; the old one, unlocked, is shipped and deleted by the scan."""
