@@ -187,6 +187,79 @@ def ablation(root: Path, preset: str, seed: int, trials: int, tasks: Sequence[st
     )
 
 
+def ceilings(root: Path, preset: str, seeds: Sequence[int]) -> None:
+    """What the simulator lets any model reach, on the default split's test rows of each seed.
+
+    Merchant credit: the simulator's latent draws are replayed (same seeds and streams as ``simulate``)
+    and the 90-day default probability is recomputed for observers who know the exact current stress
+    and its ramp (not a future onset), with or without the fraud propensity, but never the latent credit
+    quality. Incident risk: the true probability without its dynamic terms (``log_odds_dynamic``: spells,
+    fronts, waves, day-to-day rider risk), i.e. a perfect model of standing risk only.
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from safetyml.simulate import _rng, build_cities, build_merchants, build_zones
+    from safetyml.simulate.ledger import BASE_HAZARD, FUTURE, HORIZON, RAMP_DAYS, _sigmoid
+    from safetyml.simulate.presets import DAY_NS, END, LEDGER_DAYS, get_preset
+    from safetyml.tables import load_tables
+    from safetyml.training.config import load_training_config
+    from safetyml.training.data import build_task_frame, usable_rows
+    from safetyml.training.split import time_split
+    from safetyml.training.truth import oracle_probabilities
+
+    def share(y, score, oracle):
+        best = roc_auc_score(y, oracle)
+        return (roc_auc_score(y, score) - 0.5) / (best - 0.5)
+
+    print("\n## ceilings (share of the oracle's lift on the default test rows)")
+    print("| seed | credit: stress + fraud known | credit: stress known | incident: static oracle |")
+    print("| --- | --- | --- | --- |")
+    for seed in seeds:
+        data = _data(root, preset, seed)
+        tables = load_tables(data)
+        cells = []
+        # merchant credit: replay the latent draws of simulate_credit
+        config = load_training_config("merchant_credit")
+        frame, _ = usable_rows(build_task_frame(tables, None, config), config)
+        y = frame["label"].to_numpy()
+        test = time_split(frame["as_of"], y, config.split).mask("test")
+        oracle = oracle_probabilities(data, frame, config)
+        cities = build_cities()
+        zones = build_zones(cities, _rng(seed, "zones"), get_preset(preset).start)
+        m = build_merchants(get_preset(preset), cities, zones, _rng(seed, "merchants"))
+        rng = _rng(seed, "credit")
+        n, days = len(m.id), LEDGER_DAYS + FUTURE
+        day0 = END.value - LEDGER_DAYS * DAY_NS
+        first = np.maximum(np.floor((m.onboarded_ns - day0) / DAY_NS).astype(np.int64) + 1, 0)
+        day = np.arange(days)[None, :]
+        alive = day >= first[:, None]
+        deteriorates = rng.random(n) < _sigmoid(-1.3 - 0.9 * m.quality + 0.4 * m.fraud)
+        onset = first + (rng.random(n) * (days - first)).astype(np.int64)
+        stress = np.where(deteriorates[:, None], np.clip((day - onset[:, None]) / RAMP_DAYS, 0.0, 1.5), 0.0)
+        rows = pd.Index(m.id).get_indexer(frame["merchant_id"].astype("str"))[test]
+        at = ((frame["as_of"].astype("int64").to_numpy() - day0) // DAY_NS).astype(int)[test]
+        for fraud_known in (True, False):
+            p = np.empty(len(rows))
+            for i, (j, a) in enumerate(zip(rows, at, strict=True)):
+                path = stress[j, a : a + HORIZON] if onset[j] <= a else np.zeros(HORIZON)
+                fraud = 0.35 * m.fraud[j] if fraud_known else 0.0
+                hazard = BASE_HAZARD * np.exp(fraud + 3.0 * path) * alive[j, a : a + HORIZON]
+                p[i] = 1 - np.exp(-hazard.sum())
+            cells.append(f"{share(y[test], p, oracle[test]):.3f}")
+        # incident risk: the true probability without its dynamic terms
+        config = load_training_config("incident_risk")
+        frame, _ = usable_rows(build_task_frame(tables, None, config), config)
+        y = frame["label"].to_numpy()
+        test = frame.loc[time_split(frame["as_of"], y, config.split).mask("test"), ["trip_id", "label"]]
+        truth = pd.read_parquet(data / "truth" / "trip_probability.parquet")
+        test = test.astype({"trip_id": "str"}).merge(truth.astype({"trip_id": "str"}), on="trip_id")
+        logit = np.log(test["p_incident"] / (1 - test["p_incident"]))
+        cells.append(f"{share(test['label'], logit - test['log_odds_dynamic'], test['p_incident']):.3f}")
+        print(f"| {seed} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, required=True, help="simulated data per seed (reused)")
@@ -195,13 +268,16 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--ablation-seed", type=int, default=None, help="run the ablation on this seed")
     parser.add_argument("--ablation-trials", type=int, default=6)
-    parser.add_argument("--no-quality", action="store_true", help="only the ablation")
+    parser.add_argument("--no-quality", action="store_true", help="skip the trainings of every seed")
+    parser.add_argument("--ceilings", action="store_true", help="what the simulator lets any model reach")
     args = parser.parse_args()
     os.environ.setdefault("SAFETYML_HOME", str(args.data_root / "home"))
     print(f"SAFETYML_HOME={os.environ['SAFETYML_HOME']}; load average {os.getloadavg()[0]:.1f}", flush=True)
     started = time.perf_counter()
     if not args.no_quality:
         quality(args.data_root, args.preset, args.seeds, args.tasks)
+    if args.ceilings:
+        ceilings(args.data_root, args.preset, args.seeds)
     if args.ablation_seed is not None:
         ablation(args.data_root, args.preset, args.ablation_seed, args.ablation_trials, args.tasks)
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f}")
