@@ -231,3 +231,28 @@ def test_rotated_journals_are_shipped_and_removed(tmp_path: Path) -> None:
     log.close()
     assert set(read_decisions(path=path)["decision_id"]) == {d["decision_id"] for d in decisions}
     assert not list(journal_dir(path).glob("*.journal"))
+
+
+def test_concurrent_callers_share_commits_and_lose_nothing(tmp_path: Path) -> None:
+    """8 threads recording at once (the service's worker threads): every decision durable and shipped once."""
+    import threading
+
+    path = tmp_path / "audit.sqlite"
+    log = AuditLog(path, fsync=True)
+    per_thread = [[_decision(i) for i in range(k * 1000, k * 1000 + 60)] for k in range(8)]
+
+    def caller(decisions: list[dict]) -> None:
+        for d in decisions:
+            with log.batch():
+                log.record(d)
+
+    threads = [threading.Thread(target=caller, args=(ds,)) for ds in per_thread]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    log.flush()
+    assert log.stats()["durable"] == log.stats()["accepted"] == 480
+    log.close()
+    stored = read_decisions(path=path)["decision_id"]
+    assert stored.is_unique and set(stored) == {d["decision_id"] for ds in per_thread for d in ds}

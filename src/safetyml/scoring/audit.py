@@ -4,10 +4,11 @@ Design (why): an appeal is judged on this log, so a decision whose id reached a 
 ``kill -9`` of the worker, and the log must never overwrite one record with another.
 
 - **Journal first.** :meth:`AuditLog.record` serialises the decision (one JSON line with a CRC32) and hands it
-  to this process's *journal*, an append-only file under ``<audit file>.journals/``. One writer thread
-  *group-commits*: it writes every line waiting at that moment in one ``write`` and one ``fdatasync``, then
-  wakes the callers. The service wraps each request in :meth:`AuditLog.batch`, which waits for that commit
-  before the response leaves, so the id a caller receives is on disk (a whole batch endpoint costs one
+  to this process's *journal*, an append-only file under ``<audit file>.journals/``. Commits are
+  *grouped*: the first waiting caller that finds nobody writing writes every line waiting at that moment in
+  one ``write`` and one ``fdatasync``, then wakes the others (no writer thread: no hand-off per request).
+  The service wraps each request in :meth:`AuditLog.batch`, which waits for that commit before the response
+  leaves, so the id a caller receives is on disk (a whole batch endpoint costs one
   commit; concurrent requests share one). SQLite in WAL mode would also be durable per commit, but it
   serialises writers of all workers on one lock and costs more than an append; the journal keeps the
   response path to one sequential write per process.
@@ -439,14 +440,13 @@ class AuditLog:
         self._journal_error: BaseException | None = None
         self.store_error: str | None = None
         self._closing = False
+        self._writing = False  # a caller is committing (see _write_pending)
         self._closed = False
         self._local = threading.local()
         self._wake_shipper = threading.Event()
         self._wake_shipper.set()  # replay what dead processes left, right away
         self._ship_lock = threading.Lock()  # one shipper at a time on the store connection
-        self._writer = threading.Thread(target=self._write_loop, name="safetyml-audit-journal", daemon=True)
         self._shipper = threading.Thread(target=self._ship_loop, name="safetyml-audit-shipper", daemon=True)
-        self._writer.start()
         self._shipper.start()
         atexit.register(self.close)
 
@@ -535,49 +535,56 @@ class AuditLog:
             self._pending.extend(lines)
             self._submitted += len(lines)
             target = self._submitted
-            self._cond.notify_all()
             deadline = time.monotonic() + DURABLE_TIMEOUT
             while self._durable < target:
                 if self._journal_error is not None:
                     raise AuditUnavailableError(f"audit journal failed: {self._journal_error}")
+                if not self._writing:  # nobody is writing: this thread commits everything waiting
+                    self._write_pending()
+                    continue
                 if time.monotonic() > deadline:  # the disk hangs: answer 503 rather than hang the caller
                     raise AuditUnavailableError(
                         f"audit journal {self._journal.path}: not on disk after {DURABLE_TIMEOUT:.0f} s"
                     )
                 self._cond.wait(1.0)
 
-    def _write_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closing:
-                    self._cond.wait()
-                if not self._pending and self._closing:
-                    return
-                lines, self._pending = self._pending, []
-                upto = self._submitted
+    def _write_pending(self) -> None:
+        """Group commit, called with ``_cond`` held by a thread whose decisions are not on disk yet: write
+        everything waiting (its own and any other thread's) with one ``write`` and one ``fdatasync``, the lock
+        released meanwhile so more decisions gather for the next commit. Done by the waiting caller itself
+        (no writer thread), which spares two thread hand-offs per request."""
+        self._writing = True
+        lines, self._pending = self._pending, []
+        upto = self._submitted
+        journal = self._journal
+        self._cond.release()
+        error: OSError | None = None
+        try:
+            data = b"".join(lines)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(journal.fd, view) :]
+            if self.fsync:
+                os.fdatasync(journal.fd)
+        except OSError as exc:  # disk full or gone: refuse new decisions rather than lose them
+            error = exc
+        finally:
+            self._cond.acquire()
+            self._writing = False
+        if error is not None:
+            log.error("audit journal %s: write failed: %s", journal.path, error)
+            self._journal_error = error
+            self._cond.notify_all()
+            return
+        journal.size += len(data)
+        self._durable = upto
+        self._cond.notify_all()
+        self._wake_shipper.set()
+        if journal.size >= self.rotate_bytes:
             try:
-                data = b"".join(lines)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._journal.fd, view) :]
-                if self.fsync:
-                    os.fdatasync(self._journal.fd)
-                self._journal.size += len(data)
-            except OSError as exc:  # disk full or gone: refuse new decisions rather than lose them
-                log.exception("audit journal %s: write failed", self._journal.path)
-                with self._cond:
-                    self._journal_error = exc
-                    self._cond.notify_all()
-                return
-            with self._cond:
-                self._durable = upto
-                self._cond.notify_all()
-            self._wake_shipper.set()
-            if self._journal.size >= self.rotate_bytes:
-                try:
-                    self._rotate()
-                except OSError as exc:  # keep appending to the current journal; say so
-                    log.error("audit journal %s: could not start a new journal: %s", self._journal.path, exc)
+                self._rotate()
+            except OSError as exc:  # keep appending to the current journal; say so
+                log.error("audit journal %s: could not start a new journal: %s", journal.path, exc)
 
     def _rotate(self) -> None:
         """Start a new journal; the old one, unlocked, is shipped and deleted by the scan."""
@@ -595,7 +602,7 @@ class AuditLog:
         while True:
             self._wake_shipper.wait(self.scan_every)
             self._wake_shipper.clear()
-            stopping = self._closing and not self._writer.is_alive()
+            stopping = self._closing and not self._writing and not self._pending
             try:
                 if time.monotonic() >= next_scan or self._own:
                     self.replay()
@@ -708,7 +715,6 @@ class AuditLog:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._writer.join(timeout)
         with contextlib.suppress(TimeoutError):
             self.flush(timeout)
         self._wake_shipper.set()
