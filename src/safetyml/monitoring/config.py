@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from safetyml.errors import SafetymlError, validation_message
 
 DEFAULT_MARKET = "default"
+MONITORING_ENV = "SAFETYML_MONITORING"  # folder of the monitoring YAML files (docs/configuration.md)
 
 Period = Literal["day", "week", "month"]
 IndicatorKind = Literal[
@@ -136,10 +137,13 @@ class MonitoringConfig(_Strict):
 
 
 def monitoring_dir() -> Path:
-    """The project's ``monitoring/`` folder (``safetyml monitor run --config DIR`` picks another)."""
+    """``$SAFETYML_MONITORING`` or the project's ``monitoring/`` folder (``--config DIR`` picks another)."""
+    import os
+
     from safetyml import paths
 
-    return paths.project_dir() / "monitoring"
+    env = os.environ.get(MONITORING_ENV)
+    return Path(env) if env else paths.project_dir() / "monitoring"
 
 
 def _merge(base: dict, override: dict) -> dict:
