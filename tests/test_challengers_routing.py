@@ -146,3 +146,19 @@ def test_paired_bootstrap_matches_sklearn_and_gates_worse_and_better() -> None:
         paired_bootstrap(np.zeros(50), good[:50], good[:50])
     with pytest.raises(ValueError, match="expected one of pr_auc, roc_auc"):
         paired_bootstrap(y, good, good, "accuracy")
+
+
+def test_resampled_metrics_equal_sklearn_on_the_resampled_rows_ties_included() -> None:
+    from safetyml.scoring.challenger_report import _SortedScores
+
+    rng = np.random.default_rng(3)
+    y, p = _scores(rng, 3000)
+    for scores in (p, np.round(p, 2)):  # rounded: many ties
+        sorted_scores = _SortedScores(y, scores)
+        for _ in range(5):
+            idx = rng.integers(0, len(y), len(y))
+            counts = np.bincount(idx, minlength=len(y)).astype("float64")
+            ap = sorted_scores.metric("pr_auc", counts)
+            auc = sorted_scores.metric("roc_auc", counts)
+            assert ap == pytest.approx(average_precision_score(y[idx], scores[idx]), abs=1e-12)
+            assert auc == pytest.approx(roc_auc_score(y[idx], scores[idx]), abs=1e-12)

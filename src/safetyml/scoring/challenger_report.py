@@ -84,6 +84,35 @@ class PairedBootstrap:
         )
 
 
+class _SortedScores:
+    """One model's scores sorted once (descending, stable), with the end of each run of tied scores, so the
+    metric of any resample is an O(n) pass over resample counts instead of a sort.
+
+    Our own code because scikit-learn sorts on every call (~0.2 s a resample on 120k rows here, 8 minutes
+    for a paired bootstrap of 1,000); the result equals ``average_precision_score`` / ``roc_auc_score`` on
+    the resampled rows (tested, ties included).
+    """
+
+    def __init__(self, y: np.ndarray, p: np.ndarray):
+        self.order = np.argsort(-p, kind="stable")
+        self.y = y[self.order].astype("float64")
+        ends = np.flatnonzero(np.diff(p[self.order])) if len(p) > 1 else np.array([], dtype=np.int64)
+        self.last = np.append(ends, len(p) - 1)  # last sorted row of each distinct score
+
+    def metric(self, name: str, counts: np.ndarray) -> float:
+        w = counts[self.order]
+        tp = np.cumsum(w * self.y)[self.last]
+        fp = np.cumsum(w * (1.0 - self.y))[self.last]
+        if name == "pr_auc":  # sum over thresholds of (R_n - R_{n-1}) * P_n, as scikit-learn
+            recall_step = np.diff(tp, prepend=0.0) / tp[-1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                precision = np.where(recall_step > 0, tp / (tp + fp), 0.0)
+            return float(np.sum(recall_step * precision))
+        tpr = np.concatenate([[0.0], tp / tp[-1]])
+        fpr = np.concatenate([[0.0], fp / fp[-1]])
+        return float(np.trapezoid(tpr, fpr))
+
+
 def paired_bootstrap(
     y: np.ndarray,
     p_champion: np.ndarray,
@@ -96,8 +125,9 @@ def paired_bootstrap(
     """The metric of both models on the rows, and a percentile CI of their difference from ``n_boot``
     resamples of the rows (the same resample for both models). Resamples with one class only are skipped.
 
-    Our own loop (no library offers a *paired* bootstrap of a ranking metric): scikit-learn computes each
-    metric, NumPy draws the resamples from ``default_rng(seed)``.
+    Our own loop (no library offers a *paired* bootstrap of a ranking metric): NumPy draws each resample
+    from ``default_rng(seed)`` (n row indices with replacement, kept as counts per row); the full-sample
+    metrics are scikit-learn's, the resampled ones :class:`_SortedScores` (equal to scikit-learn's).
     """
     score = _metric(metric)
     y = np.asarray(y, dtype=int)
@@ -107,13 +137,15 @@ def paired_bootstrap(
     if y.min(initial=1) == y.max(initial=0):
         raise ValueError(f"paired bootstrap: the {len(y)} rows have one class only")
     rng = np.random.default_rng(seed)
+    champion, challenger = _SortedScores(y, a), _SortedScores(y, b)
+    positive = y == 1
     diffs = []
     for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        yb = y[idx]
-        if yb.min() == yb.max():
+        counts = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype("float64")
+        drawn_positive = counts[positive].sum()
+        if drawn_positive == 0 or drawn_positive == len(y):
             continue
-        diffs.append(score(yb, b[idx]) - score(yb, a[idx]))
+        diffs.append(challenger.metric(metric, counts) - champion.metric(metric, counts))
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(diffs, [tail, 100 - tail])
     return PairedBootstrap(
