@@ -43,8 +43,7 @@ import pandas as pd
 from safetyml.features import zones
 from safetyml.features.definitions import PAIR_SEPARATOR, FeatureSet, load_feature_set
 from safetyml.features.engine import DAY_NS, FeatureEngine, trip_city
-from safetyml.features.frames import ROLES, _needed, _select
-from safetyml.features.request import trip_request_features
+from safetyml.features.frames import ROLES, _needed, incident_risk_rows
 from safetyml.tables import ROW_GROUP_ROWS, DaskTables, Tables, table_files, write_parquet
 from safetyml.tasks import INCIDENT_RISK
 
@@ -347,35 +346,7 @@ def _assemble_days(
         parts["pair"] = pair
     for role in ROLES:
         parts[role] = aligned(zone, "zone:", role)
-    as_of = pd.DatetimeIndex(pd.to_datetime(keys["t"].to_numpy(), utc=True)).as_unit("ns")
-    requests = pd.DataFrame(
-        {
-            "requested_at": as_of,
-            "city": keys["city"],
-            "distance_km": keys["distance_km"].to_numpy(),
-            "order_value": keys["order_value"].to_numpy(),
-            "payment_method": keys["payment_method"],
-            "rain": keys["rain"].to_numpy(),
-        }
-    )
-    usual = {name for d in fs.entity_features("trip") for name in d.spec.references}
-    parts["trip"] = trip_request_features(
-        requests,
-        pd.DataFrame({k: v for k, v in parts["rider"].items() if k in usual}, index=requests.index),
-        pd.DataFrame({k: v for k, v in parts["merchant"].items() if k in usual}, index=requests.index),
-        fs,
-    )
-    columns = {
-        "trip_id": keys["trip_id"],
-        "rider_id": keys["rider_id"],
-        "merchant_id": keys["merchant_id"],
-        "city": keys["city"].astype("str"),
-        "pickup_h3": zones.to_str(keys["pickup_cell"].to_numpy()),
-        "dropoff_h3": zones.to_str(keys["dropoff_cell"].to_numpy()),
-        "as_of": as_of,
-        "label": keys["label"].to_numpy(),
-    }
-    frame = pd.DataFrame({**columns, **_select(fs.for_task(INCIDENT_RISK), parts)})
+    frame = incident_risk_rows(keys, keys["label"].to_numpy(), parts, fs)
     day_of = keys["t"].to_numpy() // DAY_NS
     for day in days:
         folder = out / f"date={pd.Timestamp(day * DAY_NS, tz='UTC').strftime('%Y-%m-%d')}"

@@ -117,7 +117,19 @@ def _incident_risk(engine: FeatureEngine, fs: FeatureSet, label_min_severity: in
         parts[role] = engine.columns(
             "zone", trips[f"{role}_cell"].to_numpy(), t, city=trips["city"], names=need["zone"]
         )
-    as_of = pd.DatetimeIndex(pd.to_datetime(t, utc=True)).as_unit("ns")
+    inc = ev.incidents
+    positive = inc.loc[inc["severity"].to_numpy() >= label_min_severity, "trip_id"].dropna().astype("str")
+    label = trips["trip_id"].isin(positive.unique()).to_numpy().astype("int64")
+    return incident_risk_rows(trips, label, parts, fs)
+
+
+def incident_risk_rows(
+    trips: pd.DataFrame, label: np.ndarray, parts: dict[str, Any], fs: FeatureSet
+) -> pd.DataFrame:
+    """incident_risk frame rows for ``trips`` (the engine's trip columns, in frame order) from their entity
+    columns ``parts`` (rider, merchant, pair, pickup, dropoff) and labels: keys, as_of, label, then the model
+    columns, the request-time trip features computed here. Shared by the pandas and the Dask engine."""
+    as_of = pd.DatetimeIndex(pd.to_datetime(trips["t"].to_numpy(), utc=True)).as_unit("ns")
     requests = pd.DataFrame(
         {
             "requested_at": as_of,
@@ -129,15 +141,16 @@ def _incident_risk(engine: FeatureEngine, fs: FeatureSet, label_min_severity: in
         }
     )
     usual = {name for d in fs.entity_features("trip") for name in d.spec.references}
-    parts["trip"] = trip_request_features(
-        requests,
-        pd.DataFrame({k: v for k, v in rider.items() if k in usual}, index=requests.index),
-        pd.DataFrame({k: v for k, v in merchant.items() if k in usual}, index=requests.index),
-        fs,
-    )
-    inc = ev.incidents
-    positive = inc.loc[inc["severity"].to_numpy() >= label_min_severity, "trip_id"].dropna().astype("str")
-    label = trips["trip_id"].isin(positive.unique()).to_numpy().astype("int64")
+    rider, merchant = parts["rider"], parts["merchant"]
+    parts = {
+        **parts,
+        "trip": trip_request_features(
+            requests,
+            pd.DataFrame({k: v for k, v in rider.items() if k in usual}, index=requests.index),
+            pd.DataFrame({k: v for k, v in merchant.items() if k in usual}, index=requests.index),
+            fs,
+        ),
+    }
     keys = {
         "trip_id": trips["trip_id"],
         "rider_id": trips["rider_id"],
@@ -148,7 +161,7 @@ def _incident_risk(engine: FeatureEngine, fs: FeatureSet, label_min_severity: in
         "as_of": as_of,
         "label": label,
     }
-    return pd.DataFrame({**keys, **_select(defs, parts)})
+    return pd.DataFrame({**keys, **_select(fs.for_task(INCIDENT_RISK), parts)})
 
 
 def month_snapshots(engine: FeatureEngine) -> pd.DatetimeIndex:
