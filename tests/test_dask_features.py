@@ -99,7 +99,7 @@ def test_materialize_on_dask_writes_the_pandas_vectors(lake, dask_client, tmp_pa
     with OnlineStore.open(tmp_path / "pandas.sqlite") as store:
         expected = materialize(tables, fs, store=store)
     path = tmp_path / "dask.sqlite"
-    args = ["features", "materialize", "--data", str(lake), "--store", str(path)]
+    args = ["features", "materialize", "--data", str(lake), "--store", str(path), "--all-features"]
     result = CliRunner().invoke(
         app, [*args, "--engine", "dask", "--scheduler", dask_client.scheduler.address]
     )
