@@ -437,7 +437,7 @@ def part_performance(frame_path: Path, data: Path) -> None:
     split = model.metadata.get("split", {})
     print(f"  model trained with test window {split.get('test_start', '?')} – {split.get('test_end', '?')}")
     gaps = []
-    for (week,), idx in recent.groupby(["week"]).groups.items():
+    for week, idx in recent.groupby("week").groups.items():
         y = recent.loc[idx, "label"].to_numpy()  # every incident of the trip, whenever reported (eventual)
         est = estimated_metrics(p[idx])
         realised = roc_auc_score(y, p[idx])
