@@ -59,9 +59,9 @@ def test_monitor_run_writes_tables_and_report_and_manages_alerts(trained_env, co
 
     stability = pd.read_parquet(out / "stability.parquet")
     assert set(stability["city"]) == {"sao_paulo", "rio_de_janeiro", "belo_horizonte", "mexico_city"}
-    assert {"score", "rider_tenure_days"} <= set(stability["feature"]) and stability["p_value"].between(
-        0, 1
-    ).all()
+    checked = set(stability["feature"])
+    assert "score" in checked and len(checked) > 20 and stability["p_value"].between(0, 1).all()
+    assert "rider_tenure_days" not in checked  # excluded in default.yaml: it grows with time by design
     perf = pd.read_parquet(out / "performance.parquet")
     assert perf["mature"].any() and not perf["mature"].all()
     assert perf.loc[perf["mature"], "roc_auc"].notna().all() and perf["est_roc_auc"].notna().all()
