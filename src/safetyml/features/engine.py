@@ -338,9 +338,15 @@ class Stream:
         return self._source[value].to_numpy(dtype="float64", na_value=np.nan)[self.rows]
 
     def moments(self, value: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Cumulative (count of non-missing values, sum, sum of squares) of ``value`` minus its entity's first
-        value: the shift leaves the variance unchanged and keeps it exact when the std is small next to the
-        mean (the first value is known before any later event, so the shift is point-in-time too)."""
+        """Per-entity running (count of non-missing values, sum, sum of squares) of ``value`` minus its
+        entity's first value, each event's total including itself.
+
+        The shift leaves the variance unchanged and keeps it exact when the std is small next to the mean
+        (the first value is known before any later event, so the shift is point-in-time too). The sums
+        restart at each entity (a pandas group-wise cumsum) so that no other entity's events, nor any event
+        after T, change the rounding of a window's moments: a global prefix sum would make a near-zero std
+        depend on unrelated data.
+        """
         key = f"moments:{value}"
         if key not in self._cums:
             x = self.values(value)
@@ -350,9 +356,9 @@ class Stream:
             start[1:] = codes[1:] != codes[:-1]
             first = np.maximum.accumulate(np.where(start, np.arange(len(x)), 0))
             d = np.where(valid, x - np.nan_to_num(x[first] if len(x) else x), 0.0)
-            self._cums[key] = tuple(
-                np.concatenate([[0.0], np.cumsum(a)]) for a in (valid.astype("float64"), d, d * d)
-            )
+            parts = pd.DataFrame({"n": valid.astype("float64"), "s": d, "q": d * d})
+            running = parts.groupby(codes, sort=False).cumsum()
+            self._cums[key] = tuple(running[c].to_numpy() for c in ("n", "s", "q"))
         return self._cums[key]
 
     def range_max(self, value: str) -> RangeMax:
@@ -477,6 +483,17 @@ class Queries:
 
     def window_sum(self, stream: Stream, cum: np.ndarray, window: int | None) -> np.ndarray:
         return cum[self.pos(stream, 0)] - cum[self.pos(stream, window)]
+
+    def entity_window_sum(self, stream: Stream, running: np.ndarray, window: int | None) -> np.ndarray:
+        """Window sums from per-entity running totals (``Stream.moments``): the total just before T minus
+        the total just before T - window, where a position at the entity's first event has a total of 0."""
+        first = self.pos(stream, None)
+
+        def before(position: np.ndarray) -> np.ndarray:
+            inside = position > first
+            return np.where(inside, running[np.where(inside, position - 1, 0)] if len(running) else 0.0, 0.0)
+
+        return before(self.pos(stream, 0)) - before(self.pos(stream, window))
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -694,7 +711,9 @@ class FeatureEngine:
             best = stream.range_max(spec.value).query(start, end)
             return np.where(np.isfinite(best), best, np.nan)
         if spec.agg == "std":  # sample standard deviation (ddof=1, as pandas), NaN below two values
-            count, total, squares = (q.window_sum(stream, c, window) for c in stream.moments(spec.value))
+            count, total, squares = (
+                q.entity_window_sum(stream, c, window) for c in stream.moments(spec.value)
+            )
             with np.errstate(divide="ignore", invalid="ignore"):
                 var = (squares - total * total / count) / (count - 1)
             return np.where(count >= 2, np.sqrt(np.maximum(var, 0.0)), np.nan)
