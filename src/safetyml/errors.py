@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import ValidationError
 
 
@@ -20,3 +22,22 @@ def validation_message(source: str, exc: ValidationError) -> str:
         where = ".".join(str(part) for part in err["loc"]) or "(top level)"
         lines.append(f"  field {where}: {err['msg']} (got {err.get('input')!r:.80})")
     return "\n".join(lines)
+
+
+def read_yaml_mapping(path: Path, kind: str, error: type[Exception], not_mapping: str) -> dict:
+    """The mapping a YAML file holds, or ``error`` naming the file: missing, not YAML, or not a mapping.
+
+    ``kind`` names the file in the messages (``"policy"`` → ``policy file X does not exist``);
+    ``not_mapping`` is the whole message for a file whose top level is not a mapping.
+    """
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise error(f"{kind} file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{kind} file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise error(not_mapping)
+    return raw

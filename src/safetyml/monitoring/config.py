@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from safetyml.errors import SafetymlError, validation_message
+from safetyml.errors import SafetymlError, read_yaml_mapping, validation_message
 
 DEFAULT_MARKET = "default"
 MONITORING_ENV = "SAFETYML_MONITORING"  # folder of the monitoring YAML files (docs/configuration.md)
@@ -157,15 +156,12 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"monitoring file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"monitoring file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"monitoring file {path}: expected a mapping with market, indicators, rules")
-    return raw
+    return read_yaml_mapping(
+        path,
+        "monitoring",
+        ConfigError,
+        f"monitoring file {path}: expected a mapping with market, indicators, rules",
+    )
 
 
 MARKET_ONLY_KEYS = ("add_indicators", "add_rules", "disable_rules")

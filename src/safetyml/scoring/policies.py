@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safetyml import envvars
-from safetyml.errors import SafetymlError, validation_message
+from safetyml.errors import SafetymlError, read_yaml_mapping, validation_message
 from safetyml.tasks import MERCHANT_CREDIT, TASKS, Task
 
 log = logging.getLogger(__name__)
@@ -183,14 +182,12 @@ class Policy(BaseModel):
 def load_policy(path: Path) -> Policy:
     """Read and validate one policy file; the market must match the file name (``BR.yaml`` → ``BR``)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise PolicyError(f"policy file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"policy file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise PolicyError(f"invalid policy file {path}: expected a mapping with market, version, tasks")
+    raw = read_yaml_mapping(
+        path,
+        "policy",
+        PolicyError,
+        f"invalid policy file {path}: expected a mapping with market, version, tasks",
+    )
     try:
         policy = Policy.model_validate(raw)
     except ValidationError as exc:
