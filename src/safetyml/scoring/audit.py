@@ -261,8 +261,15 @@ class SQLStore:
     order = " ORDER BY decided_at, decision_id"
     conflict_order = "rowid"
 
+    _conn: Any = None  # the open connection, made by _db on first use
+
     def _db(self) -> Any:
         raise NotImplementedError
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def offset(self, journal: str) -> int:
         query = f"SELECT shipped_offset FROM audit_journal_offsets WHERE journal = {self.placeholder}"
@@ -307,11 +314,6 @@ class SQLiteAuditStore(SQLStore):
         if self._conn is None:
             self._conn = connect(self.path, self.timeout, autocommit=True)
         return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert decisions; raises DuplicateDecisionError (nothing inserted) if an id is already stored."""

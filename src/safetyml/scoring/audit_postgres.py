@@ -70,11 +70,6 @@ class PostgresAuditStore(SQLStore):
                 self._conn.execute(_SCHEMA)
         return self._conn
 
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert decisions; raises DuplicateDecisionError (nothing inserted) if an id is already stored."""
         conn = self._db()
