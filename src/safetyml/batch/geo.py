@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import h3
+import numpy as np
 import pandas as pd
 
 from safetyml.values import jsonable
@@ -19,6 +22,28 @@ def cell_ring(cell: str) -> list[list[float]]:
         ring.reverse()
     ring.append(ring[0])
     return ring
+
+
+def svg_points(rings: Sequence[Sequence[Sequence[float]]], size: float, margin: float) -> list[str]:
+    """Each ring of (lng, lat) pairs as an SVG ``points`` string, all on one ``size`` px square.
+
+    Equirectangular around the rings' mean latitude (longitudes shrunk by its cosine), north up,
+    scaled so the widest extent fills the square less ``margin`` on each side.
+    """
+    lat0 = float(np.mean([lat for ring in rings for _, lat in ring]))
+    k = math.cos(math.radians(lat0))
+    xs = [[lng * k for lng, _ in ring] for ring in rings]
+    ys = [[-lat for _, lat in ring] for ring in rings]
+    xmin, xmax = min(map(min, xs)), max(map(max, xs))
+    ymin, ymax = min(map(min, ys)), max(map(max, ys))
+    scale = (size - 2 * margin) / max(xmax - xmin, ymax - ymin, 1e-9)
+    return [
+        " ".join(
+            f"{margin + (x - xmin) * scale:.1f},{margin + (y - ymin) * scale:.1f}"
+            for x, y in zip(ring_x, ring_y, strict=True)
+        )
+        for ring_x, ring_y in zip(xs, ys, strict=True)
+    ]
 
 
 def _signed_area(ring: list[list[float]]) -> float:

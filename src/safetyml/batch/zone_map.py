@@ -16,6 +16,7 @@ import h3
 import numpy as np
 import pandas as pd
 
+from safetyml.batch.geo import svg_points
 from safetyml.values import is_missing
 
 SIZE = 720  # px, square drawing area of each panel
@@ -92,22 +93,13 @@ def _tooltip(row: pd.Series) -> str:
 
 def _panel_svg(panel: pd.DataFrame) -> str:
     """One SVG of a (city, band) panel's hexes, projected around their mean latitude."""
-    rings = [[(lat, lng) for lat, lng in h3.cell_to_boundary(str(c))] for c in panel["h3"]]
-    lat0 = float(np.mean([p[0] for ring in rings for p in ring]))
-    k = math.cos(math.radians(lat0))
-    xs = [[lng * k for _, lng in ring] for ring in rings]
-    ys = [[-lat for lat, _ in ring] for ring in rings]
-    xmin, xmax = min(map(min, xs)), max(map(max, xs))
-    ymin, ymax = min(map(min, ys)), max(map(max, ys))
-    scale = (SIZE - 2 * MARGIN) / max(xmax - xmin, ymax - ymin, 1e-9)
+    rings = [[(lng, lat) for lat, lng in h3.cell_to_boundary(str(c))] for c in panel["h3"]]
+    points = svg_points(rings, SIZE, MARGIN)
     parts = [f'<svg viewBox="0 0 {SIZE} {SIZE}" width="{SIZE}" height="{SIZE}" role="img">']
     order = np.argsort(panel["flagged"].to_numpy().astype(bool), kind="stable")  # flagged drawn last (on top)
     for i in order:
         row = panel.iloc[i]
-        pts = " ".join(
-            f"{MARGIN + (x - xmin) * scale:.1f},{MARGIN + (y - ymin) * scale:.1f}"
-            for x, y in zip(xs[i], ys[i], strict=True)
-        )
+        pts = points[i]
         flagged = bool(row["flagged"])
         cls = "hex flagged" if flagged else "hex"
         parts.append(

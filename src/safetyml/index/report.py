@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from safetyml.index.config import IndexConfig, load_config
@@ -106,22 +105,11 @@ def waterfall(start: float, steps: list[tuple[str, float]], end: float, width: i
 
 def zone_map(zones: pd.DataFrame) -> str:
     """One city's zones as SVG hexagons coloured by score, with a tooltip per zone."""
-    from safetyml.batch.geo import cell_ring
+    from safetyml.batch.geo import cell_ring, svg_points
 
-    rings = [cell_ring(str(c)) for c in zones["h3"]]
-    lat0 = float(np.mean([lat for ring in rings for _, lat in ring]))
-    k = math.cos(math.radians(lat0))
-    xs = [[lng * k for lng, _ in ring] for ring in rings]
-    ys = [[-lat for _, lat in ring] for ring in rings]
-    xmin, ymin = min(map(min, xs)), min(map(min, ys))
-    span = max(max(map(max, xs)) - xmin, max(map(max, ys)) - ymin, 1e-9)
-    scale = (MAP_SIZE - 16) / span
+    points = svg_points([cell_ring(str(c)) for c in zones["h3"]], MAP_SIZE, 8)
     out = [f'<svg width="{MAP_SIZE}" height="{MAP_SIZE}" role="img">']
-    for i, row in enumerate(zones.itertuples(index=False)):
-        pts = " ".join(
-            f"{8 + (a - xmin) * scale:.1f},{8 + (b - ymin) * scale:.1f}"
-            for a, b in zip(xs[i], ys[i], strict=True)
-        )
+    for pts, row in zip(points, zones.itertuples(index=False), strict=True):
         tip = (
             f"{row.h3}: score {row.score:.1f} [{row.score_low:.1f}–{row.score_high:.1f}], rank {row.rank} "
             f"[{row.rank_low}–{row.rank_high}] of {row.units_ranked}, {row.trips:,} trips"
