@@ -127,7 +127,9 @@ def quality(root: Path, preset: str, seeds: Sequence[int], tasks: Sequence[str])
     return results
 
 
-def ablation(root: Path, preset: str, seed: int, trials: int, tasks: Sequence[str]) -> None:
+def ablation(
+    root: Path, preset: str, seed: int, trials: int, tasks: Sequence[str], baselines: Sequence[str] = TASKS
+) -> None:
     """Leave each family out (selection off, so only the family changes), next to the full model with
     selection off and on; the frame is built once per task and every run is scored on the same test rows."""
     from safetyml.features.definitions import load_feature_set
@@ -154,6 +156,8 @@ def ablation(root: Path, preset: str, seed: int, trials: int, tasks: Sequence[st
                 "(nothing; selection on, the default)": ([], {}),
                 **{label: (names, off) for label, names in ablation_families(features).items()},
             }
+            if task not in baselines:  # already measured: deltas are then left to the reader
+                runs = {k: v for k, v in runs.items() if not k.startswith("(")}
             base = None
             for label, (names, overrides) in runs.items():
                 if len(names) == len(features):
@@ -171,13 +175,17 @@ def ablation(root: Path, preset: str, seed: int, trials: int, tasks: Sequence[st
                     path, data, trials=trials, seed=seed, progress=False, tables=tables, frame=frame
                 ).result
                 m = r.metrics
-                base = base or r
-                d_roc, d_pr = m["roc_auc"] - base.metrics["roc_auc"], m["pr_auc"] - base.metrics["pr_auc"]
-                d_share = (r.oracle_share or 0) - (base.oracle_share or 0)
+                if task in baselines:
+                    base = base or r
+                    d_roc = f"{m['roc_auc'] - base.metrics['roc_auc']:+.4f}"
+                    d_pr = f"{m['pr_auc'] - base.metrics['pr_auc']:+.4f}"
+                    d_share = f"{(r.oracle_share or 0) - (base.oracle_share or 0):+.3f}"
+                else:
+                    d_roc = d_pr = d_share = "(vs the baseline run)"
                 lines.append(
                     f"| {task} | {label} | {len(names)} | {len(r.model.features)} | {m['roc_auc']:.4f} | "
-                    f"{d_roc:+.4f} | {m['pr_auc']:.4f} | {d_pr:+.4f} | {m['precision_at_k']:.4f} | "
-                    f"{r.oracle_share:.3f} | {d_share:+.3f} |"
+                    f"{d_roc} | {m['pr_auc']:.4f} | {d_pr} | {m['precision_at_k']:.4f} | "
+                    f"{r.oracle_share:.3f} | {d_share} |"
                 )
                 print(lines[-1], f"({r.seconds:.0f} s)", flush=True)
     print(
@@ -268,6 +276,9 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--ablation-seed", type=int, default=None, help="run the ablation on this seed")
     parser.add_argument("--ablation-trials", type=int, default=6)
+    parser.add_argument(
+        "--ablation-baselines", nargs="*", default=list(TASKS), help="tasks whose full models to (re)train"
+    )
     parser.add_argument("--no-quality", action="store_true", help="skip the trainings of every seed")
     parser.add_argument("--ceilings", action="store_true", help="what the simulator lets any model reach")
     args = parser.parse_args()
@@ -279,7 +290,14 @@ def main() -> None:
     if args.ceilings:
         ceilings(args.data_root, args.preset, args.seeds)
     if args.ablation_seed is not None:
-        ablation(args.data_root, args.preset, args.ablation_seed, args.ablation_trials, args.tasks)
+        ablation(
+            args.data_root,
+            args.preset,
+            args.ablation_seed,
+            args.ablation_trials,
+            args.tasks,
+            args.ablation_baselines,
+        )
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f}")
 
 
