@@ -7,7 +7,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from safetyml.cli.common import engine_choice, engine_option, fail, scheduler_option
+from safetyml.cli.common import (
+    as_of_option,
+    engine_choice,
+    engine_option,
+    fail,
+    features_option,
+    scheduler_option,
+)
 from safetyml.tasks import TASKS
 
 console = Console()
@@ -15,17 +22,11 @@ console = Console()
 
 def score_zones(
     data: Path = typer.Option(..., "--data", help="Data folder (one file per table; truth/ if simulated)."),
-    as_of: str | None = typer.Option(
-        None,
-        "--as-of",
-        help="End of the window (UTC, ISO 8601). Default: just after the last trip in the data.",
-    ),
+    as_of: str | None = as_of_option("End of the window"),
     window: str = typer.Option("7d", "--window", help="Length of the window before --as-of, e.g. 7d or 36h."),
     city: str | None = typer.Option(None, "--city", help="Only this city id (default: every city)."),
     out: Path = typer.Option(..., "--out", help="Folder for zones.parquet, zones.geojson and zone_map.html."),
-    features: Path | None = typer.Option(
-        None, "--features", help="A features-built incident_risk frame to reuse instead of building one."
-    ),
+    features: Path | None = features_option(),
     config: Path | None = typer.Option(
         None, "--config", help="YAML overriding the zone settings (tiers, bands…)."
     ),

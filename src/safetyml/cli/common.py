@@ -42,6 +42,22 @@ def scheduler_option() -> Any:
     )
 
 
+def as_of_option(what: str) -> Any:
+    """The ``--as-of`` option of commands reading a data folder; ``what`` says what the time is."""
+    return typer.Option(
+        None,
+        "--as-of",
+        help=f"{what} (UTC, ISO 8601). Default: just after the last trip in the data.",
+    )
+
+
+def features_option() -> Any:
+    """The ``--features`` option: reuse a built incident_risk frame instead of building features again."""
+    return typer.Option(
+        None, "--features", help="A features-built incident_risk frame to reuse instead of building one."
+    )
+
+
 def engine_choice(
     engine: str, scheduler: str | None, *, pandas_only: tuple[str, str] | None = None, **kwargs: Any
 ) -> EngineChoice:

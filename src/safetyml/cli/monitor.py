@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from safetyml.cli.common import fail
+from safetyml.cli.common import as_of_option, fail, features_option
 
 console = Console()
 
@@ -25,17 +25,11 @@ def run(
         "--out",
         help="Folder for the Parquet tables and monitoring_report.html (default: none written).",
     ),
-    as_of: str | None = typer.Option(
-        None,
-        "--as-of",
-        help="Evaluation time (UTC, ISO 8601). Default: just after the last trip in the data.",
-    ),
+    as_of: str | None = as_of_option("Evaluation time"),
     config: Path | None = typer.Option(
         None, "--config", help="Folder of monitoring YAML files (default: the project's monitoring/)."
     ),
-    features: Path | None = typer.Option(
-        None, "--features", help="A features-built incident_risk frame to reuse instead of building one."
-    ),
+    features: Path | None = features_option(),
     zones: Path | None = typer.Option(
         None, "--zones", help="A zones.parquet of `score-zones` (hot-zone count)."
     ),
