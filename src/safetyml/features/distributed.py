@@ -180,6 +180,26 @@ def _tables(
     )
 
 
+def _group_tables(
+    trips: pd.DataFrame,
+    riders: pd.DataFrame,
+    merchants: pd.DataFrame,
+    incidents: pd.DataFrame,
+    ledger: pd.DataFrame | None,
+    credit: pd.DataFrame | None,
+    empty: dict[str, pd.DataFrame],
+) -> Tables:
+    """A merchant group's tables: its ledger and credit events, or the empty ones when it has none."""
+    return _tables(
+        trips,
+        riders,
+        merchants,
+        incidents,
+        merchant_ledger=empty["merchant_ledger"] if ledger is None else ledger,
+        credit_events=empty["credit_events"] if credit is None else credit,
+    )
+
+
 def _by_day(frame: pd.DataFrame, t: np.ndarray) -> dict[int, pd.DataFrame]:
     day = t // DAY_NS
     return {int(d): part.drop(columns="_day") for d, part in frame.assign(_day=day).groupby("_day")}
@@ -242,9 +262,7 @@ def _merchant_group(
 ) -> dict[int, pd.DataFrame]:
     """Merchant columns of the trips whose merchant is in ``group`` (with that group's ledger and credit
     events), split by day."""
-    ledger = empty["merchant_ledger"] if ledger is None else ledger
-    credit = empty["credit_events"] if credit is None else credit
-    tables = _tables(trips, riders, merchants, incidents, merchant_ledger=ledger, credit_events=credit)
+    tables = _group_tables(trips, riders, merchants, incidents, ledger, credit, empty)
     engine = FeatureEngine(tables, fs)
     ev = engine.events
     own = np.flatnonzero(_hash_group(ev.trips["merchant_id"], n_groups) == group)
@@ -526,9 +544,7 @@ def _group_vectors(
     from safetyml.features.online import ENTITIES, entity_vectors
 
     mine = {"rider": ("rider", "pair"), "merchant": ("merchant",), "zone": ("zone", "city")}[kind]
-    ledger = empty["merchant_ledger"] if ledger is None else ledger
-    credit = empty["credit_events"] if credit is None else credit
-    tables = _tables(trips, riders, merchants, incidents, merchant_ledger=ledger, credit_events=credit)
+    tables = _group_tables(trips, riders, merchants, incidents, ledger, credit, empty)
     limited = {e: (columns[e] if e in mine else []) for e in ENTITIES}
     vectors = entity_vectors(FeatureEngine(tables, fs), as_of, limited)
     out = {}
