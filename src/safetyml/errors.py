@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class SafetymlError(Exception):
@@ -41,3 +44,11 @@ def read_yaml_mapping(path: Path, kind: str, error: type[Exception], not_mapping
     if not isinstance(raw, dict):
         raise error(not_mapping)
     return raw
+
+
+def validated(model: type[M], raw: object, source: str, error: type[Exception]) -> M:
+    """``model`` validated from ``raw``, or ``error`` with :func:`validation_message` naming ``source``."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise error(validation_message(source, exc)) from None

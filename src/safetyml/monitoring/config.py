@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from safetyml.errors import SafetymlError, read_yaml_mapping, validation_message
+from safetyml.errors import SafetymlError, read_yaml_mapping, validated
 
 DEFAULT_MARKET = "default"
 MONITORING_ENV = "SAFETYML_MONITORING"  # folder of the monitoring YAML files (docs/configuration.md)
@@ -185,10 +185,7 @@ def load_config(path: Path, base: dict | None = None) -> MonitoringConfig:
         raise ConfigError(f"monitoring file {path}: disable_rules names unknown rule(s) {sorted(unknown)}")
     merged["rules"] = [r for r in merged.get("rules", []) if r.get("id") not in disabled]
     merged["rules"] += extra.get("add_rules", [])
-    try:
-        config = MonitoringConfig.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(validation_message(f"invalid monitoring file {path}", exc)) from None
+    config = validated(MonitoringConfig, merged, f"invalid monitoring file {path}", ConfigError)
     if config.market != path.stem:
         raise ConfigError(
             f"monitoring file {path}: field market is {config.market!r} but the file is named {path.stem!r}"

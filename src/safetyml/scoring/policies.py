@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from safetyml import envvars
-from safetyml.errors import SafetymlError, read_yaml_mapping, validation_message
+from safetyml.errors import SafetymlError, read_yaml_mapping, validated
 from safetyml.tasks import MERCHANT_CREDIT, TASKS, Task
 
 log = logging.getLogger(__name__)
@@ -188,10 +188,7 @@ def load_policy(path: Path) -> Policy:
         PolicyError,
         f"invalid policy file {path}: expected a mapping with market, version, tasks",
     )
-    try:
-        policy = Policy.model_validate(raw)
-    except ValidationError as exc:
-        raise PolicyError(validation_message(f"invalid policy file {path}", exc)) from None
+    policy = validated(Policy, raw, f"invalid policy file {path}", PolicyError)
     if policy.market != path.stem:
         raise PolicyError(
             f"invalid policy file {path}: field market is {policy.market!r} "
