@@ -1,7 +1,4 @@
-"""The real-time scoring service (``safetyml serve``): a BentoML declaration around :mod:`safetyml.scoring`.
-
-Auth, body limits, loading, reloads, audit, error → status and settings live in ``safetyml.scoring`` and
-``safetyml.envvars``, tested without a server."""
+"""The scoring service (``safetyml serve``): a BentoML declaration; the logic is in ``safetyml.scoring``."""
 
 from __future__ import annotations
 
@@ -15,9 +12,7 @@ except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import bentoml
-from starlette.applications import Starlette
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from safetyml.envvars import ServeSettings
 from safetyml.errors import SafetymlError
@@ -26,16 +21,11 @@ from safetyml.scoring.auth import BearerAuth
 from safetyml.scoring.http import RequestLimits, error_response
 from safetyml.scoring.metrics import ServiceMetrics
 from safetyml.scoring.reload import ScorerHost
-from safetyml.scoring.startup import metadata_answer, prepare, require_request_bodies
+from safetyml.scoring.startup import metadata_app, prepare, require_request_bodies
 
 SETTINGS = ServeSettings.from_env()
 prepare(SETTINGS)  # logging; an invalid policy file stops start-up here
 _HOST: dict[str, ScorerHost] = {}  # this worker's scorer host, for the /metadata app
-
-
-def _metadata(_: Any) -> JSONResponse:
-    status, body = metadata_answer(_HOST.get("host"), SETTINGS)
-    return JSONResponse(body, status_code=status)
 
 
 @bentoml.service(
@@ -47,7 +37,7 @@ def _metadata(_: Any) -> JSONResponse:
     logging={"access": {"enabled": SETTINGS.access_log}},
     tracing={"sample_rate": SETTINGS.trace_rate},
 )
-@bentoml.asgi_app(Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])]), path="/")
+@bentoml.asgi_app(metadata_app(_HOST, SETTINGS), path="/")
 class SafetyScoring:
     """Serves the champions with the online store and the policies; every decision goes to the audit log."""
 

@@ -78,3 +78,17 @@ def metadata_answer(host: ScorerHost | None, settings: ServeSettings) -> tuple[i
 
 
 __all__ = ["metadata_answer", "prepare", "require_request_bodies", "setup_logging"]
+
+
+def metadata_app(hosts: dict[str, ScorerHost], settings: ServeSettings) -> Any:
+    """The Starlette app answering ``GET /metadata`` from this worker's scorer host (``hosts["host"]``,
+    set once the service class has started it)."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    def answer(_: Any) -> JSONResponse:
+        status, body = metadata_answer(hosts.get("host"), settings)
+        return JSONResponse(body, status_code=status)
+
+    return Starlette(routes=[Route("/metadata", answer, methods=["GET"])])
