@@ -175,11 +175,14 @@ def test_cli_appeal_appeals_and_show(tmp_path: Path, monkeypatch: pytest.MonkeyP
     )
 
 
-def test_appeals_refuse_a_postgres_audit_store_clearly(
+def test_an_unreachable_postgres_audit_store_is_a_clear_error_without_the_password(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from safetyml.scoring.side_tables import SideTableError
 
-    monkeypatch.setenv("SAFETYML_AUDIT_URL", "postgresql://nowhere/audit")
-    with pytest.raises(SideTableError, match="appeals are kept in the SQLite audit store only"):
+    monkeypatch.setenv("SAFETYML_AUDIT_URL", "postgresql://audit:s3cret@nowhere.invalid/audit")
+    expected = r"appeals: cannot open the audit store postgresql://nowhere"
+    with pytest.raises(SideTableError, match=expected) as e:
         read_appeals(tmp_path / "audit.sqlite")
+    assert "s3cret" not in str(e.value)
+    assert not (tmp_path / "audit.sqlite").exists()  # appeals never fall back to a different store

@@ -3,9 +3,11 @@
 A rider or merchant may contest a decision (the EU DSA's internal complaint procedure; adverse-action
 practice in credit). A reviewer looks at the decision (``safetyml decisions show`` / ``replay``) and
 records ``upheld`` or ``overturned`` with a note. Outcomes live in the ``appeals`` table of the same store
-as the decisions (``audit.sqlite``); SQLite triggers refuse any UPDATE or DELETE, so the table is
+as the decisions (``audit.sqlite``, or PostgreSQL); triggers refuse any UPDATE or DELETE, so the table is
 append-only like the decisions. A decision may be reviewed again (a second instance); the latest outcome
 counts for the overturn rates, and each new reviewer must differ from everyone already on the decision.
+With the decisions on PostgreSQL (``SAFETYML_AUDIT_URL``) the appeals table is in that database, beside
+them, and triggers refuse UPDATE, DELETE and TRUNCATE there too (:mod:`safetyml.scoring.side_tables`).
 
 Overturn rates per market, task, action, reason code, policy version and model version are what policy
 teams learn from (and what monitoring reads: :func:`overturn_rates`); each comes with a Wilson interval
@@ -15,7 +17,6 @@ teams learn from (and what monitoring reads: :func:`overturn_rates`); each comes
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from safetyml.errors import SafetymlError
+from safetyml.scoring.side_tables import SideSchema, SideTables, append_only_postgres
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,7 +34,7 @@ OUTCOMES: tuple[str, ...] = ("upheld", "overturned")
 # the groupings of the overturn rates (columns of :func:`read_appeals`; reason_code is one row per reason)
 RATE_BY: tuple[str, ...] = ("market", "task", "action", "reason_code", "policy_version", "model_version")
 
-_SCHEMA = """
+_TABLE = """
 CREATE TABLE IF NOT EXISTS appeals (
     appeal_id TEXT PRIMARY KEY,
     decision_id TEXT NOT NULL,
@@ -46,14 +48,23 @@ CREATE TABLE IF NOT EXISTS appeals (
     policy_version TEXT NOT NULL,
     model_name TEXT,
     model_version TEXT NOT NULL,
-    reason_codes TEXT NOT NULL
+    reason_codes TEXT NOT NULL{seq}
 );
 CREATE INDEX IF NOT EXISTS appeals_decision ON appeals (decision_id);
+"""
+_APPEND_ONLY = "appeals are append-only: record a new appeal instead"
+_SCHEMA = SideSchema(
+    "appeals",
+    sqlite=_TABLE.format(seq="")
+    + f"""
 CREATE TRIGGER IF NOT EXISTS appeals_no_update BEFORE UPDATE ON appeals
-BEGIN SELECT RAISE(ABORT, 'appeals are append-only: record a new appeal instead'); END;
+BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END;
 CREATE TRIGGER IF NOT EXISTS appeals_no_delete BEFORE DELETE ON appeals
 BEGIN SELECT RAISE(ABORT, 'appeals are append-only: nothing is deleted'); END;
-"""
+""",
+    # PostgreSQL has no rowid: ``seq`` keeps the order of recording for appeals in the same microsecond
+    postgres=_TABLE.format(seq=",\n    seq BIGSERIAL") + append_only_postgres("appeals", _APPEND_ONLY),
+)
 _COLUMNS = (
     "appeal_id",
     "decision_id",
@@ -94,10 +105,13 @@ class Appeal:
     reason_codes: list[str]
 
 
-def _connect(path: Path | None) -> sqlite3.Connection:
-    from safetyml.scoring.side_tables import connect_beside
+def _connect(path: Path | None) -> SideTables:
+    return SideTables(path, _SCHEMA)
 
-    return connect_beside(path, _SCHEMA, "appeals")
+
+def _order(tables: SideTables) -> str:
+    """Recording order: time, then insertion (SQLite's rowid, PostgreSQL's seq); byte order of the text."""
+    return ' ORDER BY recorded_at COLLATE "C", seq' if tables.postgres else " ORDER BY recorded_at, rowid"
 
 
 def _norm(person: str) -> str:
@@ -122,14 +136,9 @@ def people_on(decision: dict[str, Any], earlier: list[Appeal]) -> dict[str, str]
 
 def appeals_of(decision_id: str, path: Path | None = None) -> list[Appeal]:
     """The appeals recorded on one decision, oldest first."""
-    conn = _connect(path)
-    try:
-        rows = conn.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM appeals WHERE decision_id = ? ORDER BY recorded_at, rowid",
-            (decision_id,),
-        ).fetchall()
-    finally:
-        conn.close()
+    with _connect(path) as tables:
+        query = f"SELECT {', '.join(_COLUMNS)} FROM appeals WHERE decision_id = ?" + _order(tables)
+        rows = tables.rows(query, (decision_id,))
     return [_appeal(row) for row in rows]
 
 
@@ -164,7 +173,9 @@ def record_appeal(
         raise AppealError("--note is required: why the decision is upheld or overturned")
     decision = get_decision(decision_id, store)
     if decision is None:
-        raise AppealError(f"no decision {decision_id!r} in the audit log {store}")
+        with _connect(store) as tables:
+            where = tables.shown()
+        raise AppealError(f"no decision {decision_id!r} in the audit log {where}")
     earlier = appeals_of(decision_id, store)
     clash = people_on(decision, earlier).get(_norm(reviewer))
     if clash is not None:
@@ -189,15 +200,11 @@ def record_appeal(
     )
     row = asdict(appeal)
     row["reason_codes"] = json.dumps(appeal.reason_codes)
-    conn = _connect(store)
-    try:
-        with conn:
-            conn.execute(
-                f"INSERT INTO appeals ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
-                tuple(row[c] for c in _COLUMNS),
-            )
-    finally:
-        conn.close()
+    with _connect(store) as tables, tables.transaction() as cursor:
+        cursor.execute(
+            f"INSERT INTO appeals ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
+            tuple(row[c] for c in _COLUMNS),
+        )
     return appeal
 
 
@@ -205,13 +212,9 @@ def read_appeals(path: Path | None = None, latest_only: bool = True) -> pd.DataF
     """Every appeal (``latest_only``: the latest per decision, the outcome that stands), oldest first."""
     import pandas as pd
 
-    conn = _connect(path)
-    try:
-        frame = pd.read_sql_query(
-            f"SELECT {', '.join(_COLUMNS)} FROM appeals ORDER BY recorded_at, rowid", conn
-        )
-    finally:
-        conn.close()
+    with _connect(path) as tables:
+        rows = tables.rows(f"SELECT {', '.join(_COLUMNS)} FROM appeals" + _order(tables))
+    frame = pd.DataFrame.from_records(rows, columns=list(_COLUMNS))
     frame["reason_codes"] = [json.loads(v) for v in frame["reason_codes"]]
     if latest_only and len(frame):
         frame = frame.drop_duplicates("decision_id", keep="last").reset_index(drop=True)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from safetyml.scoring.model_inputs import fast_matrix, predict_frame, predict_matrix
 from safetyml.scoring.policies import Challenger, PolicySet, task_of_model
+from safetyml.scoring.side_tables import SideSchema, SideTables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,7 +50,7 @@ ROLE_CHALLENGER, ROLE_CHAMPION = "challenger", "champion"
 BATCH_WAIT = 0.05
 MAX_BATCH_JOBS = 1024
 
-_SCHEMA = """
+_TABLE = """
 CREATE TABLE IF NOT EXISTS challenger_scores (
     decision_id TEXT NOT NULL,
     role TEXT NOT NULL CHECK (role IN ('challenger', 'champion')),
@@ -59,7 +60,7 @@ CREATE TABLE IF NOT EXISTS challenger_scores (
     spec TEXT NOT NULL,
     model_name TEXT NOT NULL,
     model_version TEXT NOT NULL,
-    probability REAL NOT NULL,
+    probability DOUBLE PRECISION NOT NULL,
     risk_tier TEXT NOT NULL,
     action TEXT NOT NULL,
     policy_version TEXT NOT NULL,
@@ -68,6 +69,7 @@ CREATE TABLE IF NOT EXISTS challenger_scores (
     PRIMARY KEY (decision_id, model_name, model_version)
 );
 """
+_SCHEMA = SideSchema("challenger scores", sqlite=_TABLE, postgres=_TABLE)
 _COLUMNS = (
     "decision_id",
     "role",
@@ -84,10 +86,9 @@ _COLUMNS = (
     "extra_features",
     "scored_at",
 )
-_INSERT = (
-    f"INSERT OR IGNORE INTO challenger_scores ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
-)
+_INSERT = f"INSERT INTO challenger_scores ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+_INSERT_SQLITE = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a score written twice is kept once
+_INSERT_POSTGRES = _INSERT + " ON CONFLICT DO NOTHING"
 
 
 @dataclass(frozen=True)
@@ -217,11 +218,10 @@ class ShadowLog:
     """Scores shadow challengers in a background thread and writes both-score records to the audit store."""
 
     def __init__(self, path: Path, max_queue: int = MAX_QUEUE, batch_wait: float = BATCH_WAIT):
-        from safetyml.scoring.side_tables import connect_beside
-
         self.path = Path(path)
         self.batch_wait = batch_wait
-        self._conn = connect_beside(self.path, _SCHEMA, "challenger scores")
+        self._tables = SideTables(self.path, _SCHEMA)  # the audit store's database: SQLite or PostgreSQL
+        self._insert = _INSERT_POSTGRES if self._tables.postgres else _INSERT_SQLITE
         self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=max_queue)
         self.submitted = self.written = self.dropped = 0
         self.failed = 0
@@ -278,8 +278,8 @@ class ShadowLog:
             cpu0 = time.thread_time()
             try:
                 rows = [row for j in merge_jobs(jobs) for row in score_job(j)]
-                with self._conn:
-                    self._conn.executemany(_INSERT, rows)
+                with self._tables.transaction() as cursor:
+                    cursor.executemany(self._insert, rows)
             except Exception:  # noqa: BLE001 - a shadow failure must not stop the thread
                 log.exception("shadow scoring failed for %d jobs", len(jobs))
                 with self._lock:
@@ -309,7 +309,7 @@ class ShadowLog:
             self.flush(timeout)
         self._queue.put(None)
         self._thread.join(timeout)
-        self._conn.close()
+        self._tables.close()
 
 
 def merge_jobs(jobs: list[ShadowJob]) -> list[ShadowJob]:
@@ -387,12 +387,9 @@ def read_challenger_scores(path: Path | None = None) -> pd.DataFrame:
     """Every recorded challenger/champion score (the non-served side of each decision)."""
     import pandas as pd
 
-    from safetyml.scoring.side_tables import connect_beside
-
-    conn = connect_beside(path, _SCHEMA, "challenger scores")
-    try:
-        frame = pd.read_sql_query(f"SELECT {', '.join(_COLUMNS)} FROM challenger_scores", conn)
-    finally:
-        conn.close()
+    with SideTables(path, _SCHEMA) as tables:
+        rows = tables.rows(f"SELECT {', '.join(_COLUMNS)} FROM challenger_scores")
+    frame = pd.DataFrame.from_records(rows, columns=list(_COLUMNS))
+    frame["probability"] = frame["probability"].astype("float64")
     frame["extra_features"] = [json.loads(v) for v in frame["extra_features"]]
     return frame
