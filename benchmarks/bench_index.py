@@ -59,7 +59,44 @@ def measure(work: Path, preset: str, seed: int, replications: int, config) -> tu
             ((frame["true_rank"] >= frame["rank_low"]) & (frame["true_rank"] <= frame["rank_high"])).sum()
         )
         rows.append({"preset": preset, "seed": seed, "level": level, **figures, "covered": covered})
+        single = incident_rate_only(inputs, config, level, risk, result.panel, replications, seed)
+        rows.append({**single, "preset": preset})
     return rows, timing | {"tables": tables}
+
+
+def incident_rate_only(inputs, config, level: str, risk: np.ndarray, panel, replications: int, seed: int):
+    """Coverage of the true rank by the rank interval of the incident rate alone (its posterior draws).
+
+    The incident rate is the one indicator whose estimand *is* the true risk, so this isolates the
+    uncertainty model (shrinkage, posterior, hyperparameters) from the composite's other constructs.
+    """
+    from safetyml.index import aggregate, rates
+    from safetyml.index.indicators import build_panel
+
+    single = build_panel(inputs, ["incident_rate"], level, panel.units["trips"].min())
+    assert single.units[["period", "city"]].equals(panel.units[["period", "city"]])
+    draws = rates.draws(single, config, config.uncertainty.data, replications, np.random.default_rng(seed))
+    periods = single.period_codes()[0]
+    ranks = aggregate.ranks(draws[..., 0], periods)  # rank 1 = the highest rate, like the index
+    low, high = (1 - config.uncertainty.interval) / 2, 1 - (1 - config.uncertainty.interval) / 2
+    rank_low = np.floor(np.quantile(ranks, low, axis=0))
+    rank_high = np.ceil(np.quantile(ranks, high, axis=0))
+    true_rank = pd.Series(risk).groupby(periods).rank(ascending=False, method="min").to_numpy()
+    covered = int(((true_rank >= rank_low) & (true_rank <= rank_high)).sum())
+    from scipy.stats import spearmanr
+
+    nominal = rates.estimate(single.num, single.den, single, config)[:, 0]
+    rhos = [spearmanr(nominal[periods == p], risk[periods == p]).statistic for p in np.unique(periods)]
+    return {
+        "preset": "",
+        "seed": seed,
+        "level": f"{level}/incident_rate",
+        "spearman": float(np.median(rhos)),
+        "coverage": covered / len(risk),
+        "units": float(len(risk)),
+        "mean_interval_width": float((rank_high - rank_low + 1).mean()),
+        "covered": covered,
+    }
 
 
 def main() -> None:
