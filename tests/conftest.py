@@ -17,4 +17,4 @@ def small_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-pytest_plugins = ["tests.fixtures_training", "tests.fixtures_dask"]
+pytest_plugins = ["tests.fixtures_training", "tests.fixtures_dask", "tests.fixtures_servers"]

@@ -1,18 +1,11 @@
-"""The audit log on a real PostgreSQL (SAFETYML_AUDIT_URL), started on 127.0.0.1 for this module and always
-stopped: same records as SQLite for the same decisions, ids refused the same way, and a server that is down
-then back loses nothing (the decisions wait in the journal)."""
+"""The audit log on a real PostgreSQL (SAFETYML_AUDIT_URL), started on 127.0.0.1 for the session and always
+stopped (tests/fixtures_servers.py): same records as SQLite for the same decisions, ids refused the same
+way, and a server that is down then back loses nothing (the decisions wait in the journal)."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,55 +13,13 @@ import pandas as pd
 import pytest
 
 from safetyml.envvars import environment
+from tests.fixtures_servers import PG_BIN, Postgres
 
 pytestmark = pytest.mark.slow
 
-BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-
-
-class Postgres:
-    """A throw-away PostgreSQL cluster (Debian's binaries; run as the ``postgres`` user when we are root)."""
-
-    def __init__(self) -> None:
-        self.bin = Path(BIN[-1])
-        self.root = Path(tempfile.mkdtemp(prefix="safetyml-pg-"))
-        self.data = self.root / "data"
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"postgresql://safetyml@127.0.0.1:{self.port}/postgres"
-        os.chmod(self.root, 0o755)
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "safetyml", "--auth=trust", "-E", "UTF8")
-
-    def _run(self, tool: str, *args: str) -> None:
-        command = [str(self.bin / tool), *args]
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    if not BIN:
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install -y postgresql; .ci/run does)")
-    server = Postgres()
-    server.start()
-    try:
-        yield server
-    finally:
-        try:
-            server.stop()
-        finally:
-            shutil.rmtree(server.root, ignore_errors=True)
+# the server helper moved to tests/fixtures_servers.py (session fixture ``postgres``); re-exported for
+# tests/conftest.py's ``postgres_server``
+BIN = PG_BIN
 
 
 def _decisions(n: int) -> list[dict]:

@@ -7,7 +7,6 @@ stop that loses no decision.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -26,6 +25,8 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+
+from tests.fixtures_servers import free_port, start_service, stop_service
 
 pytestmark = pytest.mark.slow
 
@@ -58,10 +59,7 @@ class Served:
         return response
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+_free_port = free_port  # tests/test_monitoring_prometheus.py imports it from here
 
 
 def _trip_payload(trip: pd.Series, **changes: Any) -> dict[str, Any]:
@@ -88,7 +86,6 @@ def _trip_payload(trip: pd.Series, **changes: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def served(trained_home: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A private copy of trained_home, its online store materialized at one trip's requested_at, served."""
-    from safetyml import paths
     from safetyml.features.definitions import load_feature_set
     from safetyml.features.frames import build_frame
     from safetyml.features.online import STORE_FILE, OnlineStore, materialize
@@ -108,63 +105,10 @@ def served(trained_home: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     assert len(row) == 1
     with safetyml_env(home), OnlineStore.open(home / STORE_FILE) as store:
         materialize(tables, fs, as_of=trip["requested_at"], store=store)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "SAFETYML_HOME": str(home),
-        "SAFETYML_API_TOKEN": TOKEN,
-        "BENTOML_HOME": str(root / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log_path = root / "server.log"
-    safetyml_cli = Path(sys.executable).with_name("safetyml")
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(safetyml_cli), "serve", "--port", str(port), "--workers", "2"],
-            env=env,
-            cwd=paths.project_dir(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            _stop(process)
-            pytest.fail(f"server not ready after {STARTUP_TIMEOUT} s:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.5)
+    process, url, log_path = start_service(home, root, {"SAFETYML_API_TOKEN": TOKEN}, timeout=STARTUP_TIMEOUT)
     merchant = str(tables.merchants["merchant_id"].iloc[0])
     yield Served(url, home, process, log_path, trip, row, merchant)
-    _stop(process)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server (the arbiter stops its workers); SIGKILL the whole tree if it does not stop."""
-    import psutil
-
-    if process.poll() is not None:
-        return
-    try:
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    process.send_signal(signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(60)
-    for proc in tree:  # workers run in their own sessions: kill them by pid, not by process group
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if proc.is_running():
-                proc.kill()
-    process.wait(30)
+    stop_service(process)
 
 
 # ------------------------------------------------------------------------------------------- health

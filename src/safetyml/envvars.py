@@ -23,6 +23,7 @@ SERVE_POLL_SECONDS = "SAFETYML_SERVE_POLL_SECONDS"  # seconds between registry c
 SERVE_ACCESS_LOG = "SAFETYML_SERVE_ACCESS_LOG"  # 1: BentoML's access log on (default off: it costs latency)
 SERVE_TRACE_RATE = "SAFETYML_SERVE_TRACE_RATE"  # OpenTelemetry sampling rate 0..1 (default 0)
 AUDIT_URL = "SAFETYML_AUDIT_URL"  # postgresql://... : decision audit store on PostgreSQL (default SQLite)
+ONLINE_STORE_URL = "SAFETYML_ONLINE_STORE_URL"  # redis://... : online store on Redis (default SQLite file)
 AUDIT_FSYNC = "SAFETYML_AUDIT_FSYNC"  # 0: audit journal without fdatasync (process-crash safe only)
 MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"  # MLflow's own: a tracking server instead of the embedded store
 MLFLOW_REGISTRY_URI = "MLFLOW_REGISTRY_URI"  # MLflow's own: a separate model registry
@@ -42,6 +43,7 @@ ALL: tuple[str, ...] = (
     SERVE_TRACE_RATE,
     AUDIT_FSYNC,
     AUDIT_URL,
+    ONLINE_STORE_URL,
     MLFLOW_TRACKING_URI,
     MLFLOW_REGISTRY_URI,
     DASK_SCHEDULER_ADDRESS,

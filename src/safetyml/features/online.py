@@ -4,22 +4,28 @@ One table per entity (``id`` primary key, one column per feature, plus ``city`` 
 cities) and a ``metadata`` table with the as_of and the definitions' version hash. SQLite because it ships
 with Python, needs no server, and a primary-key lookup on an open connection takes a few microseconds.
 The ``city`` entity holds the city-level zone values used for trips whose zone is unknown.
+
+Several replicas share one store on Redis instead: ``SAFETYML_ONLINE_STORE_URL=redis://...`` makes
+:meth:`OnlineStore.open` return a :class:`~safetyml.features.online_redis.RedisOnlineStore`, which has the
+same methods (``write_all``, ``write``, ``get``, ``get_one``, ``ids``, ``metadata``, ``pinned``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from safetyml import paths
+from safetyml import envvars, paths
 from safetyml.features import zones
 from safetyml.features.definitions import FeatureSet, load_feature_set, pair_id
 from safetyml.values import is_missing, utc_timestamp
@@ -28,6 +34,7 @@ STORE_FILE = "online_store.sqlite"
 ENTITIES = ("rider", "merchant", "pair", "zone", "city")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _BULK = 2_000  # above this many ids, read the whole table once instead of IN (...) queries
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class OnlineStore:
@@ -44,9 +51,16 @@ class OnlineStore:
         self._schema: dict[str, dict[str, Any]] = {}
 
     @classmethod
-    def open(cls, path: Path | str | None = None) -> OnlineStore:
-        """Open (creating if needed) the store; default ``SAFETYML_HOME/online_store.sqlite``."""
-        return cls(Path(path) if path is not None else paths.home() / STORE_FILE)
+    def open(cls, path: Path | str | None = None) -> Any:
+        """Open (creating if needed) the store: a ``redis://`` (``rediss://``, ``unix://``) URL, else a
+        SQLite file; default ``SAFETYML_ONLINE_STORE_URL`` if set, else ``SAFETYML_HOME/online_store.sqlite``.
+        """
+        target = path if path is not None else os.environ.get(envvars.ONLINE_STORE_URL) or None
+        if isinstance(target, str) and target.startswith(REDIS_SCHEMES):
+            from safetyml.features.online_redis import RedisOnlineStore
+
+            return RedisOnlineStore.from_url(target)
+        return cls(Path(target) if target is not None else paths.home() / STORE_FILE)
 
     def close(self) -> None:
         self._conn.close()
@@ -58,38 +72,51 @@ class OnlineStore:
         self.close()
 
     # ------------------------------------------------------------------------------------------ write
+    def write_all(self, vectors: Mapping[str, pd.DataFrame], as_of: Any, version: str) -> int:
+        """Replace every entity's table with its frame in ONE transaction (a reader's statement sees all
+        of the old version or all of the new one); returns the rows written."""
+        with self._lock, self._conn:
+            total = sum(self._write_table(e, frame, as_of, version) for e, frame in vectors.items())
+        self._schema.clear()
+        return total
+
     def write(self, entity: str, frame: pd.DataFrame, as_of: Any, version: str) -> int:
         """Replace the entity's table with ``frame`` (index = id; a ``city`` column is kept as a key)."""
-        _check_name(entity)
-        columns = [str(c) for c in frame.columns]
-        for column in columns:
-            _check_name(column)
-        kinds = {c: ("text" if _is_text(frame[c]) else "real") for c in columns}
+        return self.write_all({entity: frame}, as_of, version)
+
+    def _write_table(self, entity: str, frame: pd.DataFrame, as_of: Any, version: str) -> int:
+        kinds, values = encode_columns(entity, frame)
+        columns = list(kinds)
         table = _table(entity)
         ddl = ", ".join(f'"{c}" {"TEXT" if kinds[c] == "text" else "REAL"}' for c in columns)
-        values = [frame.index.astype("str").to_numpy(dtype=object)]
-        for c in columns:
-            if kinds[c] == "text":
-                col = pd.Series(frame[c], dtype="object").to_numpy()
-                values.append(np.array([None if is_missing(v) else str(v) for v in col], dtype=object))
-            else:
-                col = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-                values.append(np.where(np.isnan(col), None, col).astype(object))
         rows = list(zip(*values, strict=True)) if len(frame) else []
         placeholders = ", ".join("?" * (len(columns) + 1))
-        stamp = utc_timestamp(as_of)
-        meta = {"as_of": stamp.isoformat(), "version": version, "rows": len(frame), "kinds": kinds}
-        with self._lock, self._conn:
-            self._conn.execute(f"DROP TABLE IF EXISTS {table}")
-            self._conn.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY{', ' + ddl if ddl else ''})")
-            self._conn.executemany(f"INSERT INTO {table} VALUES ({placeholders})", rows)
-            self._conn.execute(
-                "INSERT OR REPLACE INTO metadata VALUES (?, ?)", (f"entity:{entity}", json.dumps(meta))
-            )
-            self._conn.execute("INSERT OR REPLACE INTO metadata VALUES ('as_of', ?)", (meta["as_of"],))
-            self._conn.execute("INSERT OR REPLACE INTO metadata VALUES ('version', ?)", (version,))
-        self._schema.pop(entity, None)
+        meta = entity_meta(frame, kinds, as_of, version)
+        self._conn.execute(f"DROP TABLE IF EXISTS {table}")
+        self._conn.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY{', ' + ddl if ddl else ''})")
+        self._conn.executemany(f"INSERT INTO {table} VALUES ({placeholders})", rows)
+        self._conn.execute(
+            "INSERT OR REPLACE INTO metadata VALUES (?, ?)", (f"entity:{entity}", json.dumps(meta))
+        )
+        self._conn.execute("INSERT OR REPLACE INTO metadata VALUES ('as_of', ?)", (meta["as_of"],))
+        self._conn.execute("INSERT OR REPLACE INTO metadata VALUES ('version', ?)", (version,))
         return len(frame)
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Reads inside the block belong to one version (the Redis store pins its pointer; here each
+        materialization is one SQLite transaction, so this is a no-op kept for the common interface)."""
+        yield
+
+    def ids(self, entity: str) -> list[str]:
+        """Every id of an entity, sorted (examples and benchmarks; [] if the entity was never written)."""
+        _check_name(entity)
+        try:
+            with self._lock:
+                rows = self._conn.execute(f"SELECT id FROM {_table(entity)} ORDER BY id").fetchall()  # noqa: S608
+        except sqlite3.OperationalError:
+            return []
+        return [r[0] for r in rows]
 
     # ------------------------------------------------------------------------------------------ read
     def _entity_meta(self, entity: str) -> dict[str, Any]:
@@ -114,7 +141,6 @@ class OnlineStore:
         """Vectors of the given ids, indexed by id (unknown ids are absent); ``city`` only if asked."""
         meta = self._entity_meta(entity)
         wanted = [str(i) for i in pd.Series(ids, dtype="object").dropna().unique()]
-        columns = meta["columns"]
         if len(wanted) > _BULK:
             with self._lock:
                 rows = self._conn.execute(f"SELECT * FROM {_table(entity)}").fetchall()
@@ -130,28 +156,14 @@ class OnlineStore:
         if len(wanted) > _BULK:
             keep = set(wanted)
             rows = [r for r in rows if r[0] in keep]
-        kinds = meta["kinds"]
-        names = [c for c in columns if with_city or c != "city"]
-        values = list(zip(*rows, strict=True)) if rows else [()] * (len(columns) + 1)
-        data = {}
-        for c, col in zip(columns, values[1:], strict=True):
-            if c in names:
-                data[c] = (
-                    np.array(col, dtype=object) if kinds[c] == "text" else np.array(col, dtype="float64")
-                )
-        return pd.DataFrame(data, index=pd.Index(list(values[0]), dtype="object", name="id"), columns=names)
+        return frame_of(meta, rows, with_city)
 
     def get_one(self, entity: str, entity_id: str) -> dict[str, Any] | None:
         """One vector as a dict (the fastest path for a single real-time request); None if unknown."""
         meta = self._entity_meta(entity)
         with self._lock:
             row = self._conn.execute(meta["sql_one"], (str(entity_id),)).fetchone()
-        if row is None:
-            return None
-        return {
-            c: (np.nan if v is None and meta["kinds"][c] == "real" else v)
-            for c, v in zip(meta["columns"], row[1:], strict=True)
-        }
+        return None if row is None else row_dict(meta, row[1:])
 
     def metadata(self) -> dict[str, Any]:
         """as_of, definitions version and row counts of what was last materialized."""
@@ -170,6 +182,52 @@ class OnlineStore:
 
 def _table(entity: str) -> str:
     return f"features_{entity}"
+
+
+def encode_columns(entity: str, frame: pd.DataFrame) -> tuple[dict[str, str], list[np.ndarray]]:
+    """Each column's kind (``text`` or ``real``) and the values to store: the ids first, then one object
+    array per column with ``None`` for a missing value (the same encoding for SQLite and Redis)."""
+    _check_name(entity)
+    columns = [str(c) for c in frame.columns]
+    for column in columns:
+        _check_name(column)
+    kinds = {c: ("text" if _is_text(frame[c]) else "real") for c in columns}
+    values = [frame.index.astype("str").to_numpy(dtype=object)]
+    for c in columns:
+        if kinds[c] == "text":
+            col = pd.Series(frame[c], dtype="object").to_numpy()
+            values.append(np.array([None if is_missing(v) else str(v) for v in col], dtype=object))
+        else:
+            col = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            values.append(np.where(np.isnan(col), None, col).astype(object))
+    return kinds, values
+
+
+def entity_meta(frame: pd.DataFrame, kinds: dict[str, str], as_of: Any, version: str) -> dict[str, Any]:
+    """What the store keeps about one written entity: as_of, definitions version, rows, column kinds."""
+    return {"as_of": utc_timestamp(as_of).isoformat(), "version": version, "rows": len(frame), "kinds": kinds}
+
+
+def frame_of(meta: dict[str, Any], rows: list[Any], with_city: bool) -> pd.DataFrame:
+    """Rows ``(id, value, ...)`` in the entity's column order as the frame :meth:`OnlineStore.get`
+    returns (both stores): indexed by id, reals as float64 (missing = NaN), texts as objects."""
+    columns, kinds = meta["columns"], meta["kinds"]
+    names = [c for c in columns if with_city or c != "city"]
+    values = list(zip(*rows, strict=True)) if rows else [()] * (len(columns) + 1)
+    data = {}
+    for c, col in zip(columns, values[1:], strict=True):
+        if c in names:
+            data[c] = np.array(col, dtype=object) if kinds[c] == "text" else np.array(col, dtype="float64")
+    return pd.DataFrame(data, index=pd.Index(list(values[0]), dtype="object", name="id"), columns=names)
+
+
+def row_dict(meta: dict[str, Any], values: Any) -> dict[str, Any]:
+    """One stored row's values (without the id) as the dict :meth:`OnlineStore.get_one` returns."""
+    kinds = meta["kinds"]
+    return {
+        c: (np.nan if v is None and kinds[c] == "real" else v)
+        for c, v in zip(meta["columns"], values, strict=True)
+    }
 
 
 def _check_name(name: str) -> None:
@@ -259,8 +317,7 @@ def materialize(
     engine = engine or FeatureEngine(tables, fs)
     store = store or OnlineStore.open()
     columns = None if features is None else store_columns(fs, features)
-    for entity, frame in entity_vectors(engine, stamp, columns).items():
-        store.write(entity, frame, stamp, fs.version)
+    store.write_all(entity_vectors(engine, stamp, columns), stamp, fs.version)
     return store.metadata()
 
 

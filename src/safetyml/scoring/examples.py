@@ -17,15 +17,7 @@ if TYPE_CHECKING:
 
 def store_ids(store: OnlineStore, entity: str, n: int = 1, seed: int = 0) -> list[str]:
     """Up to ``n`` ids of an entity in the online store (a seeded sample), for examples and benchmarks."""
-    import sqlite3
-
-    conn = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
-    try:
-        ids = [row[0] for row in conn.execute(f"SELECT id FROM features_{entity} ORDER BY id")]  # noqa: S608
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
+    ids = store.ids(entity)
     if len(ids) <= n:
         return ids
     picks = np.random.default_rng(seed).choice(len(ids), size=n, replace=False)

@@ -340,7 +340,8 @@ class Scorer:
         frame = pd.DataFrame(rows, columns=list(_REQUEST_COLUMNS))
         frame["requested_at"] = pd.to_datetime(frame["requested_at"], utc=True)
         frame["rain"] = frame["rain"].astype("boolean")
-        return assemble_trip_features(frame, self.store, self.feature_set)
+        with self.store.pinned():  # one store version for the whole request
+            return assemble_trip_features(frame, self.store, self.feature_set)
 
     def score_trip(self, request: TripScoreRequest) -> TripScoreResponse:
         """Score one trip at dispatch time and record the decision."""
@@ -432,7 +433,8 @@ class Scorer:
         fs = self.feature_set
         if self._plan is None or self._plan.fs_id != id(fs):
             self._plan = TripPlan.build(fs)
-        return assemble_trip_rows(requests, self.store, fs, self._plan)
+        with self.store.pinned():  # one store version for the whole request
+            return assemble_trip_rows(requests, self.store, fs, self._plan)
 
     def _row_reasons(
         self, model: RiskModel, row: dict[str, Any], contributions: np.ndarray
@@ -524,17 +526,18 @@ class Scorer:
 
         if self.store is None:
             raise NotReadyError("online store not open")
-        online_as_of = store_as_of(self.store)
-        for i, request in enumerate(requests):
-            if request.as_of is not None and online_as_of is not None and request.as_of < online_as_of:
-                raise AsOfError(
-                    f"items[{i}].as_of: {request.as_of.isoformat()} is before the online store's as_of "
-                    f"{online_as_of.isoformat()}; score earlier snapshots with batch scoring"
-                )
-        fs = self.feature_set
-        ids = [r.merchant_id for r in requests]
-        X = assemble_merchant_features(ids, self.store, fs)
-        X["city"] = [self._merchant_city(mid) for mid in ids]
+        with self.store.pinned():  # as_of and every vector from one store version
+            online_as_of = store_as_of(self.store)
+            for i, request in enumerate(requests):
+                if request.as_of is not None and online_as_of is not None and request.as_of < online_as_of:
+                    raise AsOfError(
+                        f"items[{i}].as_of: {request.as_of.isoformat()} is before the online store's as_of "
+                        f"{online_as_of.isoformat()}; score earlier snapshots with batch scoring"
+                    )
+            fs = self.feature_set
+            ids = [r.merchant_id for r in requests]
+            X = assemble_merchant_features(ids, self.store, fs)
+            X["city"] = [self._merchant_city(mid) for mid in ids]
         return X, online_as_of or utc_now()
 
     def _merchant_city(self, merchant_id: str) -> str | None:
