@@ -259,7 +259,7 @@ def main() -> None:
     # the same pairs, roles swapped: the champion as the challenger of the other version
     from safetyml.scoring.challenger_report import paired_bootstrap
 
-    pairs = report.pairs[report.pairs["label"].notna()].drop_duplicates("trip_id").sort_values("trip_id")
+    pairs = report.pairs[report.pairs["label"].notna()].drop_duplicates("label_key").sort_values("label_key")
     reverse = paired_bootstrap(
         pairs["label"].to_numpy(),
         pairs["p_challenger"].to_numpy(),

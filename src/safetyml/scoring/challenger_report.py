@@ -12,10 +12,17 @@ the other in ``challenger_scores``; see :mod:`safetyml.scoring.challengers`). Th
   cancels out). The gate is non-inferiority: the challenger passes when the lower end of the interval of
   ``challenger − champion`` is above ``−margin`` (the interval excludes a loss beyond the margin).
 
-Labels: an ``incident_risk`` decision is matched to its trip (rider, merchant, requested_at) in the
-tables, and is labelled once ``label_lag_days`` have passed by the data's end (an incident of at least the
-training config's severity linked to the trip, reported by then). ``merchant_credit`` decisions are not
-labelled here yet (their 90-day horizon needs the snapshot date, which the live decisions do not fix).
+Labels (each decision's outcome, from the tables, only once it has matured):
+
+- ``incident_risk``: the decision is matched to its trip (rider, merchant, requested_at) and labelled once
+  ``label_lag_days`` have passed by the data's end (an incident of at least the training config's severity
+  linked to the trip). A trip decided twice counts once.
+- ``merchant_credit``: the training label, applied at the decision's time: a credit event of the merchant
+  in ``(as_of, as_of + horizon_days]``, where ``as_of`` is the request's ``as_of`` or else the decision's
+  ``decided_at``; mature once ``as_of + horizon_days`` is within the credit data (the latest ledger
+  movement, credit event or trip, as :mod:`safetyml.features.frames` decides maturity). A merchant whose
+  first credit event is at or before ``as_of`` is left out (no longer a credit decision, as in training).
+  A merchant decided several times in one calendar month counts once (training has one snapshot a month).
 """
 
 from __future__ import annotations
@@ -335,7 +342,32 @@ def label_incident_decisions(
     label[~mature.to_numpy() | matched["trip_id"].isna().to_numpy()] = np.nan
     return pd.DataFrame(
         {"trip_id": matched["trip_id"].to_numpy(), "label": label.to_numpy()}, index=pairs.index
-    )
+    ).assign(key=lambda f: f["trip_id"])
+
+
+def label_credit_decisions(pairs: pd.DataFrame, tables: Tables, horizon_days: int) -> pd.DataFrame:
+    """Per pair: ``key`` (merchant and calendar month of its as_of) and ``label`` (1/0 once mature, NaN when
+    immature, or when the merchant had already had its credit event by then). See the module docstring."""
+    import pandas as pd
+
+    requests = [json.loads(r) if isinstance(r, str) else (r or {}) for r in pairs["request"]]
+    merchant = pd.Series([r.get("merchant_id") for r in requests], index=pairs.index, dtype="string")
+    asked = pd.to_datetime(pd.Series([r.get("as_of") for r in requests], index=pairs.index), utc=True)
+    as_of = asked.fillna(pd.to_datetime(pairs["decided_at"], utc=True))
+    first = tables.credit_events.groupby("merchant_id")["event_at"].min()
+    first_event = pd.to_datetime(merchant.map(first), utc=True)
+    ends = [
+        tables.merchant_ledger["event_at"].max(),
+        tables.credit_events["event_at"].max(),
+        tables.trips["requested_at"].max(),
+    ]
+    data_end = max(t for t in ends if pd.notna(t))  # late incident reports say nothing about credit
+    horizon = pd.Timedelta(days=horizon_days)
+    label = ((first_event > as_of) & (first_event <= as_of + horizon)).astype(float)
+    unusable = (as_of + horizon > data_end) | (first_event <= as_of).fillna(False) | merchant.isna()
+    label[unusable.to_numpy()] = np.nan
+    key = merchant.fillna("?") + "|" + as_of.dt.strftime("%Y-%m")
+    return pd.DataFrame({"key": key.to_numpy(), "label": label.to_numpy()}, index=pairs.index)
 
 
 def challenger_report(
@@ -380,23 +412,28 @@ def challenger_report(
     if tables is None and data_dir is None:
         report.label_note = "no outcomes given (--data DIR): agreement and swaps only"
         return report
-    if task != INCIDENT_RISK:
-        report.label_note = f"{task} decisions are not labelled yet: agreement and swaps only"
-        return report
     if tables is None:
         from safetyml.tables import load_tables
 
         tables = load_tables(Path(data_dir))
-    labels = label_incident_decisions(pairs, tables, config.split.label_lag_days, config.label.min_severity)
-    pairs["trip_id"], pairs["label"] = labels["trip_id"], labels["label"]
+    if task == INCIDENT_RISK:
+        labels = label_incident_decisions(
+            pairs, tables, config.split.label_lag_days, config.label.min_severity
+        )
+        pairs["trip_id"] = labels["trip_id"]
+        unit, what = "trips", "mature and matched"
+    else:
+        labels = label_credit_decisions(pairs, tables, config.label.horizon_days)
+        unit, what = "merchant-months", f"{config.label.horizon_days}-day horizon within the data"
+    pairs["label_key"], pairs["label"] = labels["key"], labels["label"]
     labelled = pairs[pairs["label"].notna()]
-    repeats = int(labelled["trip_id"].duplicated().sum())
-    labelled = labelled.drop_duplicates("trip_id")  # a trip scored twice (a retry) counts once: its first
-    labelled = labelled.sort_values("trip_id", kind="stable")  # same rows, same order: the seed reproduces
+    repeats = int(labelled["label_key"].duplicated().sum())
+    labelled = labelled.drop_duplicates("label_key")  # a trip (merchant-month) decided twice counts once
+    labelled = labelled.sort_values("label_key", kind="stable")  # same rows, same order: seed reproduces
     positives = int(labelled["label"].sum())
     report.label_note = (
-        f"{len(labelled)} trips labelled (mature and matched) of {len(pairs)} decisions"
-        + (f" ({repeats} repeat decisions of the same trips left out)" if repeats else "")
+        f"{len(labelled)} {unit} labelled ({what}) of {len(pairs)} decisions"
+        + (f" ({repeats} repeat decisions of the same {unit} left out)" if repeats else "")
         + f", {positives} positive"
     )
     if positives < MIN_POSITIVES or positives == len(labelled):
