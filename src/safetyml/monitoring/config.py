@@ -25,6 +25,7 @@ IndicatorKind = Literal[
     "cold_start_share",  # share of served decisions made without stored features (audit log)
     "hot_zones",  # count of flagged zones in the latest zone table (zones.parquet)
     "store_staleness_hours",  # hours since the online store was last materialised
+    "overturn_rate",  # share of appealed decisions overturned on review (appeals beside the audit log)
 ]
 DetectorKind = Literal["seasonal_z", "cusum", "threshold"]
 

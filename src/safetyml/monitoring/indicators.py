@@ -31,6 +31,7 @@ class MarketInputs:
     decisions: pd.DataFrame | None = None  # audit log: decided_at, market, cold_start
     store_as_of: pd.Timestamp | None = None
     zones: pd.DataFrame | None = None  # zone table with city, band, flagged
+    appeals: pd.DataFrame | None = None  # latest outcome per appealed decision (scoring.appeals.read_appeals)
     history_days: int = 84
     level: float = 0.9
     _cells: dict[int, pd.DataFrame] = field(default_factory=dict)
@@ -147,6 +148,11 @@ def build_series(spec: Indicator, inputs: MarketInputs) -> pd.DataFrame:
         return share(
             spec, inputs.decisions, "decided_at", inputs.decisions["cold_start"].to_numpy(dtype=bool)
         )
+    if spec.kind == "overturn_rate":  # by: task, action, policy_version, model_version (columns of appeals)
+        if inputs.appeals is None or inputs.appeals.empty:
+            return empty
+        appeals = inputs.appeals
+        return share(spec, appeals, "recorded_at", (appeals["outcome"] == "overturned").to_numpy())
     if spec.kind == "hot_zones":
         if inputs.zones is None or inputs.zones.empty:
             return empty

@@ -166,6 +166,7 @@ def monitor(
     record_alerts: bool = True,
     alerts_path: Path | None = None,
     progress: bool = False,
+    appeals: pd.DataFrame | None = None,
 ) -> MonitoringResult:
     """Evaluate everything on in-memory inputs; ``frame`` is the incident_risk frame of the trips."""
     from safetyml.monitoring import reference
@@ -275,6 +276,7 @@ def monitor(
             else zones[zones["city"].map(lambda c, m=market: (market_of_city(c) or "default") == m)],
             history_days=cfg.history_days,
             level=cfg.nowcast.level,
+            appeals=None if appeals is None else appeals[appeals["market"].fillna("default") == market],
         )
         for indicator in cfg.indicators:
             series = build_series(indicator, inputs)
@@ -342,7 +344,8 @@ def run_monitoring(
     fs = load_feature_set()
     frame = _frame(tables, fs, features)
     frame = frame[pd.to_datetime(frame["as_of"], utc=True) < as_of_ts].reset_index(drop=True)
-    decisions = _decisions(as_of_ts - pd.Timedelta(days=for_market(configs, None).history_days))
+    since = as_of_ts - pd.Timedelta(days=for_market(configs, None).history_days)
+    decisions = _decisions(since)
     store_as_of = _store_as_of()
     zone_table = pd.read_parquet(zones) if zones is not None and Path(zones).exists() else None
     result = monitor(
@@ -357,6 +360,7 @@ def run_monitoring(
         zones=zone_table,
         record_alerts=record_alerts,
         progress=progress,
+        appeals=_appeals(since),
     )
     if out is not None:
         from safetyml.monitoring.report import write_outputs
@@ -382,6 +386,22 @@ def _decisions(since: pd.Timestamp) -> pd.DataFrame | None:
         return None
     frame = audit.read_decisions(since.to_pydatetime(), path)
     return frame[frame["task"] == INCIDENT_RISK] if len(frame) else None
+
+
+def _appeals(since: pd.Timestamp) -> pd.DataFrame | None:
+    """The outcome that stands for each decision appealed since ``since`` (recorded_at as UTC times), from
+    the audit store (SQLite or PostgreSQL); None when there is no store."""
+    import os
+
+    from safetyml import envvars
+    from safetyml.scoring import audit
+    from safetyml.scoring.appeals import read_appeals
+
+    if not (os.environ.get(envvars.AUDIT_URL) or audit.default_path().exists()):
+        return None
+    frame = read_appeals()
+    frame["recorded_at"] = pd.to_datetime(frame["recorded_at"], utc=True, format="ISO8601")
+    return frame[frame["recorded_at"] >= since].reset_index(drop=True)
 
 
 def _store_as_of() -> pd.Timestamp | None:
