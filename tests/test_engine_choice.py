@@ -55,10 +55,7 @@ def test_dask_without_the_extra_names_the_extra(monkeypatch):
 
 @pytest.mark.parametrize(
     "args",
-    [
-        ["train", "incident_risk", "--data", "."],
-        ["score-zones", "--data", ".", "--out", "zones"],
-    ],
+    [["score-zones", "--data", ".", "--out", "zones"]],
 )
 def test_commands_without_a_dask_path_refuse_it_clearly(args):
     result = runner.invoke(app, [*args, "--engine", "dask"])

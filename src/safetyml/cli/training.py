@@ -28,10 +28,13 @@ def train(
     engine: str = engine_option(),
     scheduler: str | None = scheduler_option(),
 ) -> None:
-    """Tune, train, calibrate and evaluate a model; log it to MLflow and register it as challenger."""
-    engine_choice(
-        engine, scheduler, pandas_only=("train", "distributed training (lightgbm.dask) is not built yet")
-    )
+    """Tune, train, calibrate and evaluate a model; log it to MLflow and register it as challenger.
+
+    With ``--engine dask`` the final fit on all training rows is a distributed ``lightgbm.dask`` fit on
+    the cluster (tuning still runs on a seeded sample in this process)."""
+    from safetyml.engine import session
+
+    choice = engine_choice(engine, scheduler)
     from safetyml.training.config import TASKS, TrainingConfigError
     from safetyml.training.pipeline import train as run_training
     from safetyml.training.split import SplitError
@@ -41,7 +44,10 @@ def train(
     if not data.is_dir():
         fail(f"data folder {data} does not exist")
     try:
-        result = run_training(task, data, trials=trials, timeout=timeout, seed=seed)
+        with session(choice) as client:
+            if client is not None:
+                console.print(f"engine: {choice.describe()} (final fit with lightgbm.dask)")
+            result = run_training(task, data, trials=trials, timeout=timeout, seed=seed, client=client)
     except (TrainingConfigError, SplitError) as exc:
         fail(str(exc))
     print_training_summary(result)

@@ -114,10 +114,12 @@ def fit_model(
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
     fs: Any = None,
+    client: Any = None,
 ) -> Fitted:
     """Split, select features, tune, refit on all training rows, keep within the explanation budget,
     calibrate on validation. ``frame`` comes from usable_rows; ``fs`` (the FeatureSet) makes the latency
-    check include the reason codes."""
+    check include the reason codes; ``client`` (a Dask client) makes the final fit a distributed
+    ``lightgbm.dask`` fit on that cluster (safetyml.training.distributed)."""
     names = [f.name for f in features]
     missing = [n for n in names if n not in frame.columns]
     if missing:
@@ -165,12 +167,13 @@ def fit_model(
     params = trial_params(base_params(config, seed, monotone), tuning.best_params, y[tr])
     full = FitData(X.loc[tr], y[tr], X.loc[va], y[va], monotone if use_monotone else [0] * len(names))
     shell = RiskModel(task=config.task, booster=None, features=names, categories=categories)
-    booster, best_iteration = _final_booster(params, full, config)
+    booster, best_iteration = _final_booster(params, full, config, client)
     structure = {
         "monotone": use_monotone,
         "max_depth": int(params.get("max_depth", -1)),
         "explanation_budget_ms": config.explanation_budget_ms,
         "depth_lowered_for_latency": [],
+        "final_fit": "pandas (one process)" if client is None else _dask_fit_note(client),
     }
     if config.explanation_budget_ms is not None:
         # The serving path explains every score: a model over the budget is refit with the next lower cap.
@@ -185,7 +188,7 @@ def fit_model(
                 {"from": int(params.get("max_depth", -1)), "to": lower, "p50_ms": round(latency, 3)}
             )
             params["max_depth"] = lower
-            booster, best_iteration = _final_booster(params, full, config)
+            booster, best_iteration = _final_booster(params, full, config, client)
             shell.booster = booster
             latency = explanation_p50_ms(shell, valid_frame, fs, seed=seed)
         structure.update(max_depth=int(params.get("max_depth", -1)), explain_p50_ms=round(latency, 4))
@@ -224,14 +227,26 @@ def fit_model(
     return Fitted(model, split, tuning, calibration, class_weight, params, selection, structure)
 
 
-def _final_booster(params: dict[str, Any], data: FitData, config: TrainingConfig) -> tuple[Any, int]:
+def _final_booster(
+    params: dict[str, Any], data: FitData, config: TrainingConfig, client: Any = None
+) -> tuple[Any, int]:
     """Fit on all training rows with early stopping; keep only the trees up to the best iteration, so the
-    saved file and the booster in memory agree."""
+    saved file and the booster in memory agree. With a Dask ``client`` the fit is distributed."""
     import lightgbm as lgb
 
+    if client is not None:
+        from safetyml.training.distributed import final_fit_dask
+
+        return final_fit_dask(client, params, data, config.num_boost_round, config.early_stopping_rounds)
     booster = fit_booster(params, data, config.num_boost_round, config.early_stopping_rounds)
     best_iteration = booster.best_iteration or booster.current_iteration()
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=best_iteration)), int(best_iteration)
+
+
+def _dask_fit_note(client: Any) -> str:
+    from safetyml.engine import worker_count
+
+    return f"dask (lightgbm.dask data-parallel on {worker_count(client)} workers)"
 
 
 def evaluate(
@@ -307,12 +322,14 @@ def train(
     progress: bool = True,
     tables: Tables | None = None,
     frame: pd.DataFrame | None = None,
+    client: Any = None,
 ) -> TrainingResult:
     """Train, evaluate, log to MLflow and (``register=True``) register a new challenger version.
 
     The first version of a registered model also becomes champion; later ones wait for
     ``safetyml promote``. ``frame`` reuses a task frame already built from ``data_dir`` with the same
     definitions and label settings (e.g. across the runs of an ablation); by default it is built here.
+    ``client`` (a Dask client, ``train --engine dask``) runs the final fit with ``lightgbm.dask``.
     """
     from safetyml import tracking
     from safetyml.features.definitions import load_feature_set
@@ -394,6 +411,7 @@ def train(
                 "registered_model_name": config.registered_model_name,
             },
             fs=fs,
+            client=client,
         )
         model, split = fitted.model, fitted.split
         selection = fitted.selection
