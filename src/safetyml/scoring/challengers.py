@@ -11,9 +11,18 @@ challenger's, or for a canary decision the champion's) in the ``challenger_score
 store, keyed by decision id, with the feature values that model used beyond the decision's snapshot, so
 the pair can be compared and replayed (:mod:`safetyml.scoring.challenger_report`).
 
-The shadow writer is bounded: past ``max_queue`` waiting jobs it drops and counts them
-(``ShadowLog.stats()["dropped"]``) rather than slow the response path; the report counts decisions
-missing their challenger score.
+Why the shadow score is a row of its own, written after the response, rather than a column of the
+decision: the decision is made durable (fsync'd to the audit journal) *before* the response leaves, and
+that wait is the response's; scoring the challenger first would put a second model, its feature
+matrix and its policy on every request's path. So the request thread only routes (a hash) and hands the
+snapshot it already built to a bounded queue (``put_nowait``: never waits); one background thread per
+process wakes at most every ``BATCH_WAIT`` s, scores what gathered in one LightGBM call per challenger
+(fewer, larger wake-ups take the GIL from request threads less often) and appends the rows, keyed by
+decision id, to ``challenger_scores`` in the same store as the decisions (SQLite or PostgreSQL), where the
+report joins them back to their decisions. What this costs in completeness is bounded and counted: past
+``max_queue`` waiting jobs a job is dropped and counted (``ShadowLog.stats()["dropped"]``) rather than slow
+the response path, a normal stop writes what is queued, a ``kill -9`` loses what was queued (never a
+decision), and the report counts decisions missing their challenger score.
 """
 
 from __future__ import annotations
