@@ -12,6 +12,14 @@ For each preset (small, medium; large with --large) the script
    task kind) and an extrapolation to 1 billion trips from those per-partition figures.
 
     .venv/bin/python benchmarks/bench_engine.py --presets small medium --workers 2
+
+``--train FRAME`` instead compares the two engines' final fits on a built incident_risk frame: the
+training pipeline (selection, tuning on its seeded sample, final fit, depth cap) runs once on pandas;
+its final parameters and features are then fitted again on all training rows by the pandas engine and
+by ``lightgbm.dask`` on a LocalCluster, and both boosters score the same test rows (ROC AUC, bar:
+within 0.005).
+
+    .venv/bin/python benchmarks/bench_engine.py --train /path/frames/incident_risk.parquet --trials 4
 """
 
 from __future__ import annotations
@@ -142,6 +150,73 @@ def run_dask(lake: Path, out: Path, workers: int, memory_limit: str) -> dict:
     }
 
 
+def run_train(frame_path: Path, trials: int, seed: int, workers: int, memory_limit: str) -> None:
+    """Final fit on pandas vs lightgbm.dask with the same parameters and features; same test rows."""
+    from sklearn.metrics import roc_auc_score
+
+    from safetyml.engine import resolve, session
+    from safetyml.features.definitions import load_feature_set
+    from safetyml.training.config import load_training_config
+    from safetyml.training.data import select_features, usable_rows
+    from safetyml.training.distributed import fit_booster_dask, scatter_rows
+    from safetyml.training.pipeline import _final_booster, fit_model
+    from safetyml.training.tuning import FitData
+
+    config = load_training_config("incident_risk")
+    fs = load_feature_set()
+    frame, _ = usable_rows(pd.read_parquet(frame_path), config)
+    started = time.perf_counter()
+    fitted = fit_model(frame, select_features(fs, config), config, seed=seed, trials=trials, fs=fs)
+    print(
+        f"pipeline on pandas (selection, {trials} trials, final fit): {time.perf_counter() - started:.1f} s"
+    )
+    model, split = fitted.model, fitted.split
+    X, y = model.prepare(frame), frame["label"].to_numpy(dtype="int64")
+    tr, va, te = split.mask("train"), split.mask("valid"), split.mask("test")
+    full = FitData(X.loc[tr], y[tr], X.loc[va], y[va], [])
+    print(f"  {len(model.features)} features; train {tr.sum():,} rows, valid {va.sum():,}, test {te.sum():,}")
+    print(f"  final parameters: {fitted.params}")
+
+    def auc(booster) -> float:
+        return roc_auc_score(y[te], booster.predict(X.loc[te], raw_score=True))
+
+    print(f"load {os.getloadavg()[0]:.1f}")
+    started = time.perf_counter()
+    with PeakRSS({"process": os.getpid()}) as rss:
+        pandas_booster, pandas_best = _final_booster(dict(fitted.params), full, config)
+    pandas_s = time.perf_counter() - started
+    same = pandas_booster.model_to_string() == model.booster.model_to_string()
+    print(
+        f"  pandas final fit: {pandas_s:.1f} s, best round {pandas_best}, test ROC AUC "
+        f"{auc(pandas_booster):.4f} (same trees as the pipeline's model: {same}); "
+        f"process peak RSS {rss.peak['process']:,.0f} MiB"
+    )
+    choice = resolve("dask", env={}, n_workers=workers, memory_limit=memory_limit)
+    with session(choice) as client:
+        pids = client.run(os.getpid)
+        watched = {"client": os.getpid(), **{f"worker {i}": pid for i, pid in enumerate(pids.values())}}
+        print(f"load {os.getloadavg()[0]:.1f}")
+        with PeakRSS(watched) as rss:
+            started = time.perf_counter()
+            rows = scatter_rows(client, full.X_train, full.y_train)
+            scattered = time.perf_counter() - started
+            fit = fit_booster_dask(
+                client, dict(fitted.params), rows.X, rows.y, full.X_valid, full.y_valid,
+                config.num_boost_round, config.early_stopping_rounds,
+            )  # fmt: skip
+        dask_s = time.perf_counter() - started
+    peaks = ", ".join(f"{k} {v:,.0f}" for k, v in rss.peak.items())
+    print(
+        f"  dask final fit ({workers} workers x {memory_limit}, rows per worker "
+        f"{list(rows.rows_per_worker.values())}): {dask_s:.1f} s (scatter {scattered:.1f} s), "
+        f"best round {fit.best_iteration}, test ROC AUC {auc(fit.booster):.4f}; peak RSS MiB: {peaks}"
+    )
+    diff = auc(fit.booster) - auc(pandas_booster)
+    verdict = "met" if abs(diff) <= 0.005 else "MISSED"
+    print(f"  difference dask - pandas: {diff:+.4f} ROC AUC (bar: within 0.005) -> {verdict}")
+    print(f"load {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -152,7 +227,14 @@ def main() -> None:
     for preset in ("small", "medium", "large"):
         parser.add_argument(f"--data-{preset}", help=f"an existing {preset} data folder (else simulated)")
     parser.add_argument("--work", default=None, help="folder for data and outputs (default: a temp folder)")
+    parser.add_argument("--train", type=Path, help="compare the final fits on this incident_risk frame")
+    parser.add_argument("--trials", type=int, default=4, help="--train: Optuna trials of the pipeline run")
+    parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    if args.train:
+        print(f"load average at start: {os.getloadavg()}; {psutil.cpu_count()} cores")
+        run_train(args.train, args.trials, args.seed, args.workers, args.memory_limit)
+        return
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_engine_"))
     print(f"load average at start: {os.getloadavg()}; {psutil.cpu_count()} cores; work folder {work}")
