@@ -274,7 +274,7 @@ def openings(states: pd.DataFrame) -> pd.DataFrame:
 
 def nominal(rule) -> float:
     d = rule.detector
-    return detectors.nominal_rate(d.kind, d.enter, d.min_duration, d.k, d.direction)
+    return detectors.nominal_rate(d.kind, d.enter, d.min_duration, d.k, d.direction, d.arl0)
 
 
 def _verdict(alarms: int, series_days: int, rate: float) -> str:
@@ -352,7 +352,78 @@ def kpi_detection(seeds: tuple[int, ...]) -> None:
     )
 
 
+def kpi_power(seed: int = 7, runs: int = 200) -> None:
+    """Power and delay of ``incident_rate_shift`` per city size, and the best any test could do.
+
+    Synthetic daily counts shaped like the medium simulation (each city's expected incidents per day and
+    the nowcast's reported shares of the last 8 days, read from simulation ``seed`` at END), +30% from a
+    day on, evaluated day after day with the rule's detector as ``monitor run`` would. The oracle is an
+    exact one-sided Poisson test that knows the change day and the in-control mean, applied once at day 7
+    to the incidents reported by then (all that any detector can have seen by day 7), at α = 7/ARL0: a
+    detector with at most 1/ARL0 false alarms a day alarms in a 7-day window with probability ≤ 7/ARL0,
+    so by Neyman-Pearson no detector at that rate is flagged within 7 days more often than this test.
+    """
+    from scipy import stats
+
+    rules, indicators = incident_rules()
+    rule = next(r for r in rules if r.id == "incident_rate_shift")
+    d = rule.detector
+    header(
+        f"KPI rules: power and delay of {rule.id} (count_cusum, shift {d.shift:+.0%}, ARL0 {d.arl0:.0f}) "
+        "per city size, synthetic counts"
+    )
+    t = read(simulate(Path(tempfile.gettempdir()) / f"bench_mon_null{seed}_1", seed))
+    inc = t["incidents"]
+    delays_model = fit_delays(inc, inc["market"], END, 120, 60.0, 1.0, 150)
+    scored = t["scored"][t["scored"]["as_of"] >= END - pd.Timedelta(days=84)]
+    inputs = MarketInputs("all", END, t["trips"], inc, delays=delays_model, scored=scored, history_days=84)
+    series = build_series(indicators[rule.indicator], inputs)
+    hist, base, alpha = 84, d.baseline_weeks * 7, 1.0 / d.arl0
+    for city, g in series.groupby("city"):
+        g = g.sort_values("time")
+        rate = float(g["expected"].iloc[:-8].mean())
+        shares = g["reported_share"].to_numpy()[-8:]
+        rng = np.random.default_rng(0)
+        found = []
+        for r in range(runs):
+            y = rng.poisson(rate * np.r_[np.ones(hist), np.full(14, 1 + d.shift)]).astype(float)
+            first = None
+            for k in range(1, 15):  # as_of = drift day + k: the window's last k days are drifted
+                share = np.r_[np.ones(hist - 8), shares]
+                known = rng.binomial(y[k : hist + k].astype(np.int64), share)
+                s = detectors.count_cusum(
+                    known / share, np.full(hist, rate), base, d.shift, d.arl0, share, seed=r * 100 + k
+                )
+                if s[-1] >= d.enter:
+                    first = k
+                    break
+            found.append(99 if first is None else first)
+        found = np.array(found)
+        mu0 = rate * shares[-7:].sum()  # in-control incidents of the 7 drifted days reported by day 7
+        mu1 = (1 + d.shift) * mu0
+        window = 7 * alpha  # a detector at 1/ARL0 false alarms a day alarms in a 7-day window w.p. ≤ 7/ARL0
+
+        def power(level: float, m0: float = mu0, m1: float = mu1) -> float:  # exact one-sided test
+            return float(stats.poisson.sf(stats.poisson.isf(level, m0), m1))
+
+        levels = np.geomspace(1e-4, 0.5, 400)
+        needed = next((lv for lv in levels if power(lv) >= 0.9), float("nan"))
+        everything = power(window, 7 * rate, 7 * rate * (1 + d.shift))
+        median = float(np.median(found))
+        print(
+            f"  {city:<15} {rate:5.1f} expected incidents a day: flagged within 7 days in "
+            f"{np.mean(found <= 7):.0%} of {runs} runs, within 14 in {np.mean(found <= 14):.0%}, median "
+            f"{'> 14' if median > 14 else f'{median:.0f}'} days | 7 days = {7 * rate:.0f} incidents, "
+            f"{mu0:.0f} reported by day 7; bound (Neyman-Pearson: exact Poisson test knowing the change day "
+            f"and the rate, on what is reported by day 7, at α = 7/ARL0 = {window:.3f}): power "
+            f"{power(window):.2f} (all reported at once: {everything:.2f}); "
+            f"power 0.9 needs α {needed:.3f}, i.e. ARL0 ≈ {7 / needed:.0f} days",
+            flush=True,
+        )
+
+
 def part_kpi(seeds: tuple[int, ...] = (7, 8), days: int = 30) -> None:
+    kpi_power(seeds[0])
     kpi_false_alarms(seeds, days)
     kpi_detection(seeds)
 

@@ -109,3 +109,60 @@ def test_rule_fires_only_for_the_series_that_moved_and_says_since_when():
 def test_detector_config_rejects_exit_above_enter():
     with pytest.raises(ValueError, match="exit"):
         Detector(kind="seasonal_z", enter=2.0, exit=3.0)
+
+
+def _openings(signal: np.ndarray, enter: float, exit_: float) -> int:
+    active = detectors.hysteresis(signal, enter, exit_)
+    return int((active[1:] & ~active[:-1]).sum() + active[0])
+
+
+def test_count_cusum_holds_its_nominal_rate_on_small_overdispersed_counts_where_normal_cusum_does_not():
+    """0.5 expected incidents a day, negative-binomial (variance 1.5× Poisson), a 6-week baseline: the
+    count CUSUM's calibrated h keeps alarms near 1/arl0; the normal-theory CUSUM alarms far more."""
+    rng = np.random.default_rng(7)
+    arl0, baseline, days, series = 100, 42, 84, 150
+    expected = np.full(days, 0.5)
+    count_alarms = normal_alarms = 0
+    for i in range(series):
+        lam = rng.gamma(0.5 / 0.5, 0.5, days)  # NB with variance 0.5 + 0.5·0.5 = 1.5 × mean
+        y = rng.poisson(lam).astype(float)
+        s = detectors.count_cusum(y, expected, baseline, shift=0.5, arl0=arl0, seed=i)
+        assert np.isnan(s[:baseline]).all() and np.isfinite(s[baseline:]).all()
+        count_alarms += _openings(s[baseline:], 1.0, 0.5)
+        ratio = y / expected
+        z = detectors.cusum(ratio, np.sqrt(expected) / expected, baseline=baseline, k=0.5)
+        h = 2.7  # Siegmund ARL0 ≈ 100 for k = 0.5
+        assert 80 < detectors.cusum_arl0(0.5, h) < 130
+        normal_alarms += _openings(z[baseline:], h, 1.0)
+    nominal = series * (days - baseline) / arl0  # 63 alarms expected at the nominal rate
+    assert count_alarms <= 1.3 * nominal
+    assert normal_alarms > 1.5 * nominal
+    assert detectors.nominal_rate("count_cusum", 1.0, arl0=arl0) == pytest.approx(1 / arl0)
+
+
+def test_count_cusum_detects_a_30_percent_rise_and_reads_the_nowcast_shares():
+    rng = np.random.default_rng(3)
+    expected = np.full(84, 40.0)
+    y = rng.poisson(expected).astype(float)
+    y[60:] = rng.poisson(expected[60:] * 1.3)
+    s = detectors.count_cusum(y, expected, 42, shift=0.3, arl0=1000, seed=1)
+    assert (s[42:60] < 1).all()
+    assert 60 <= 42 + int(np.argmax(s[42:] >= 1)) <= 66  # ~1 incident-day of evidence a day at 40/day
+    # a recent day reported at 20% is noisier: the same counts give a calibrated h at least as high
+    share = np.ones(84)
+    share[-3:] = [0.7, 0.45, 0.2]
+    flat = rng.poisson(expected).astype(float)
+    plain = detectors.count_cusum(flat, expected, 42, arl0=1000, seed=1)
+    late = detectors.count_cusum(flat, expected, 42, arl0=1000, reported_share=share, seed=1)
+    assert np.nanmax(late) <= np.nanmax(plain) + 1e-12
+
+
+def test_count_cusum_rule_needs_a_count_indicator():
+    from safetyml.monitoring.config import MonitoringConfig
+
+    with pytest.raises(ValueError, match="count_cusum"):
+        MonitoringConfig(
+            market="BR",
+            indicators=[Indicator(id="tier", kind="top_tier_share")],
+            rules=[Rule(id="r", indicator="tier", detector=Detector(kind="count_cusum", enter=1, exit=0.5))],
+        )

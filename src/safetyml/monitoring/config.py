@@ -27,7 +27,8 @@ IndicatorKind = Literal[
     "store_staleness_hours",  # hours since the online store was last materialised
     "overturn_rate",  # share of appealed decisions overturned on review (appeals beside the audit log)
 ]
-DetectorKind = Literal["seasonal_z", "cusum", "threshold"]
+DetectorKind = Literal["seasonal_z", "cusum", "count_cusum", "threshold"]
+COUNT_INDICATORS = ("incident_rate", "incident_ratio")  # the kinds a count_cusum can watch
 
 
 class ConfigError(SafetymlError, ValueError):
@@ -82,6 +83,10 @@ class Detector(_Strict):
     min_duration: int = Field(1, ge=1, description="consecutive periods above enter before opening")
     baseline_weeks: int = Field(6, ge=2, description="seasonal_z/cusum: weeks of history for the baseline")
     k: float = Field(0.5, ge=0, description="cusum: allowance (in standard deviations)")
+    shift: float = Field(0.3, gt=0, lt=1, description="count_cusum: relative change of the rate to detect")
+    arl0: float = Field(
+        1000.0, ge=20, description="count_cusum: in-control periods per false alarm (nominal rate 1/arl0)"
+    )
 
     @model_validator(mode="after")
     def _hysteresis(self) -> Detector:
@@ -130,6 +135,16 @@ class MonitoringConfig(_Strict):
         unknown = [r.indicator for r in self.rules if r.indicator not in known]
         if unknown:
             raise ValueError(f"rules refer to unknown indicator(s) {unknown}; defined: {sorted(known)}")
+        kinds = {i.id: i.kind for i in self.indicators}
+        wrong = [
+            r.id
+            for r in self.rules
+            if r.detector.kind == "count_cusum" and kinds[r.indicator] not in COUNT_INDICATORS
+        ]
+        if wrong:
+            raise ValueError(
+                f"rules {wrong}: a count_cusum detector needs an indicator of kind {list(COUNT_INDICATORS)}"
+            )
         return self
 
     def indicator(self, indicator_id: str) -> Indicator:

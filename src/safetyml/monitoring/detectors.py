@@ -9,6 +9,10 @@ signal into alert episodes.
   baseline (the first ``weeks`` weeks of the series): ``S_t = max(0, S_{t−1} + z_t − k)``; the standard
   deviation adds the baseline's over-dispersion to each point's noise and is inflated by the baseline's
   lag-1 autocorrelation (persistent swings would otherwise add up to false alarms).
+- :func:`count_cusum`: for incident counts, the quasi-Poisson likelihood-ratio CUSUM of a relative
+  shift of the observed ÷ expected level, with its decision interval calibrated by simulating the
+  fitted in-control model (parameter estimation, skew, over-dispersion and nowcast noise included); its
+  signal is ``S / h`` (alarm at 1) and its nominal false-alarm rate 1/``arl0`` per period.
 - :func:`threshold`: the raw value.
 
 :func:`hysteresis` opens an episode after ``min_duration`` consecutive periods at or above ``enter`` and
@@ -20,6 +24,7 @@ check them against hand-made steps.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -157,10 +162,19 @@ def cusum_arl0(k: float, h: float) -> float:
 
 
 def nominal_rate(
-    kind: str, enter: float, min_duration: int = 1, k: float = 0.5, direction: str = "up"
+    kind: str,
+    enter: float,
+    min_duration: int = 1,
+    k: float = 0.5,
+    direction: str = "up",
+    arl0: float = 1000.0,
 ) -> float:
-    """Nominal false-alarm rate per period of a detector on in-control data (normal approximation)."""
+    """Nominal false-alarm rate per period of a detector on in-control data (normal approximation;
+    for ``count_cusum`` the rate its decision interval is calibrated to)."""
     from scipy import stats
+
+    if kind == "count_cusum":
+        return 1.0 / arl0
 
     sides = 2 if direction == "both" else 1
     if kind == "seasonal_z":
@@ -168,3 +182,161 @@ def nominal_rate(
     if kind == "cusum":
         return sides / cusum_arl0(k, enter)
     return float("nan")
+
+
+# ---------------------------------------------------------------------------------------------- count CUSUM
+
+
+@dataclass(frozen=True)
+class InControl:
+    """In-control model of a count series fitted on its baseline: level, dispersion, persistence."""
+
+    level: float  # μ: observed ÷ expected over the baseline (the counts' in-control mean is μ·E_t)
+    dispersion: float  # φ ≥ 1: Pearson χ² / (B − 1), quasi-Poisson variance φ·μ·E_t
+    rho: float  # lag-1 autocorrelation of the Pearson residuals, clipped to [0, 0.7]
+
+
+def _fit_arrays(y: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Level, dispersion and lag-1 autocorrelation of each row of ``y`` (R, B) against ``e`` (B,)."""
+    ok = np.isfinite(y) & (np.isfinite(e) & (e > 0))[None, :]
+    y0, e0 = np.where(ok, y, 0.0), np.where(ok, e[None, :], 0.0)
+    level = np.maximum(y0.sum(axis=1) / np.maximum(e0.sum(axis=1), 1e-12), 1e-9)[:, None]
+    resid = np.where(ok, (y0 - level * e0) / np.sqrt(np.maximum(level * e0, 1e-12)), 0.0)
+    n = ok.sum(axis=1)
+    dispersion = np.maximum(1.0, (resid**2).sum(axis=1) / np.maximum(n - 1, 1))
+    a, b = resid[:, :-1], resid[:, 1:]
+    a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+    denom = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    rho = np.where(denom > 0, (a * b).sum(axis=1) / np.where(denom > 0, denom, 1.0), 0.0)
+    return level[:, 0], dispersion, np.clip(rho, 0.0, 0.7)
+
+
+def fit_in_control(counts: np.ndarray, expected: np.ndarray) -> InControl:
+    """Fit :class:`InControl` on baseline points (finite counts, expected > 0)."""
+    level, dispersion, rho = _fit_arrays(np.asarray(counts, dtype="float64")[None, :], np.asarray(expected))
+    return InControl(float(level[0]), float(dispersion[0]), float(rho[0]))
+
+
+def _llr_increments(
+    counts: np.ndarray, base: np.ndarray, level: np.ndarray, dispersion: np.ndarray, shift: float
+) -> np.ndarray:
+    """Quasi-Poisson log-likelihood ratio per point of mean (1 + shift)·μE against μE (shift < 0: down)."""
+    mean0 = level * base
+    return (counts * math.log1p(shift) - shift * mean0) / dispersion
+
+
+def _cusum_path(increments: np.ndarray) -> np.ndarray:
+    """S_t = max(0, S_{t−1} + increment_t) along the last axis (NaN increments leave S unchanged)."""
+    out = np.empty_like(increments)
+    s = np.zeros(increments.shape[:-1])
+    for t in range(increments.shape[-1]):
+        step = increments[..., t]
+        s = np.where(np.isfinite(step), np.maximum(0.0, s + np.nan_to_num(step)), s)
+        out[..., t] = s
+    return out
+
+
+def _simulate_in_control(
+    model: InControl,
+    expected: np.ndarray,
+    reported_share: np.ndarray,
+    baseline: int,
+    paths: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Counts (paths, T) from the fitted in-control model, as the nowcast would see them.
+
+    Y_t ~ Poisson(μ E_t G_t) with a log-normal AR(1) multiplier G (variance matching φ at the baseline's
+    mean count, lag-1 correlation ρ); a day with reported share π < 1 is seen as Binomial(Y, π) / π.
+    """
+    mean = model.level * np.where(np.isfinite(expected), expected, 0.0)
+    m_bar = max(float(mean[:baseline].mean()), 1e-9)
+    s2 = math.log1p((model.dispersion - 1.0) / m_bar)
+    x = np.empty((paths, len(mean)))
+    x[:, 0] = rng.normal(0.0, math.sqrt(s2), paths)
+    innovation = math.sqrt(s2 * (1 - model.rho**2))
+    for t in range(1, len(mean)):
+        x[:, t] = model.rho * x[:, t - 1] + rng.normal(0.0, innovation, paths)
+    y = rng.poisson(mean * np.exp(x - s2 / 2)).astype("float64")
+    share = np.clip(np.nan_to_num(reported_share, nan=1.0), 1e-3, 1.0)
+    late = share < 0.999
+    if late.any():
+        y[:, late] = rng.binomial(y[:, late].astype(np.int64), share[late]) / share[late]
+    return y
+
+
+def _calibrated_h(paths: np.ndarray, rate: float) -> float:
+    """Smallest decision interval h whose up-crossing rate per point over ``paths`` (R, L) is ≤ rate."""
+    prev = np.concatenate([np.zeros((paths.shape[0], 1)), paths[:, :-1]], axis=1)
+    rising = paths > prev
+    lo, hi = np.sort(prev[rising]), np.sort(paths[rising])
+    if len(hi) == 0:
+        return 1e-9
+    grid = np.linspace(0.0, float(hi[-1]) * 1.0001, 2000)
+    crossings = np.searchsorted(lo, grid, "left") - np.searchsorted(hi, grid, "left")
+    from_right = np.maximum.accumulate(crossings[::-1])[::-1]  # fewest h above which it never exceeds
+    allowed = rate * paths.size
+    ok = np.flatnonzero(from_right <= allowed)
+    return float(grid[ok[0]]) if len(ok) else float(grid[-1])
+
+
+def count_cusum(
+    counts: np.ndarray,
+    expected: np.ndarray,
+    baseline: int = 42,
+    shift: float = 0.3,
+    arl0: float = 1000.0,
+    reported_share: np.ndarray | None = None,
+    direction: str = "up",
+    paths: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """CUSUM of counts against an in-control model, with its decision interval calibrated by simulation.
+
+    Returns ``S_t / h`` (NaN within the baseline): an alarm is a value ≥ 1. ``counts`` are the (delay-
+    corrected) counts, ``expected`` what they are compared with (the model's expected incidents, or trips
+    for a flat rate), ``reported_share`` the nowcast's share of each point already reported.
+
+    Why not :func:`cusum`'s normal theory: on small counts (a city × type sees 0.4–7 incidents a day)
+    the standardised residuals are skewed, the baseline's mean and over-dispersion are estimated from six
+    weeks and then treated as known, and a day's rain moves some types for several days; each of these
+    shortens the in-control run length, and together they made the city × type rule alarm ~100× its
+    Siegmund nominal on no-drift simulations. Here:
+
+    - the statistic is the quasi-Poisson log-likelihood ratio of a ``shift`` (e.g. +30%) in the level
+      μ = observed ÷ expected, the optimal CUSUM for that shift (Lucas 1985), divided by the baseline's
+      dispersion φ;
+    - ``h`` is set by a parametric bootstrap of the whole procedure (Gandy & Kvaløy 2013): ``paths``
+      series are simulated from the fitted in-control model (negative-binomial-like counts with the
+      baseline's μ, φ and lag-1 autocorrelation, thinned by the nowcast's reported shares), μ and φ are
+      re-estimated on each simulated baseline, and ``h`` is the smallest level the simulated CUSUMs cross
+      upward at most once per ``arl0`` points. The estimation error, skew, over-dispersion and nowcast
+      noise are therefore in the calibration, and the nominal false-alarm rate is 1/``arl0`` per point.
+
+    ``direction`` "up", "down" or "both" (each side calibrated at 2·``arl0``; the larger ratio).
+    """
+    y = np.asarray(counts, dtype="float64")
+    e = np.asarray(expected, dtype="float64")
+    out = np.full(len(y), np.nan)
+    if len(y) <= baseline or np.isfinite(y[:baseline]).sum() < 7:
+        return out
+    share = np.ones(len(y)) if reported_share is None else np.asarray(reported_share, dtype="float64")
+    model = fit_in_control(y[:baseline], e[:baseline])
+    if paths is None:  # about 50 expected up-crossings at the calibrated h over the simulated points
+        paths = max(1000, math.ceil(50 * arl0 / (len(y) - baseline)))
+    rng = np.random.default_rng(seed)
+    sim = _simulate_in_control(model, e, share, baseline, paths, rng)
+    sim_level, sim_disp, _ = _fit_arrays(sim[:, :baseline], e[:baseline])
+    sim_level, sim_disp = sim_level[:, None], sim_disp[:, None]
+    e_mon = np.where(np.isfinite(e[baseline:]), e[baseline:], np.nan)
+    sides = {"up": [shift], "down": [-abs(shift)], "both": [shift, -abs(shift)]}[direction]
+    ratio = np.zeros(len(y) - baseline)
+    for side in sides:
+        target = (1.0 / arl0) / len(sides)
+        h = _calibrated_h(
+            _cusum_path(_llr_increments(sim[:, baseline:], e_mon, sim_level, sim_disp, side)), target
+        )
+        path = _cusum_path(_llr_increments(y[baseline:], e_mon, model.level, model.dispersion, side))
+        ratio = np.maximum(ratio, path / max(h, 1e-9))
+    out[baseline:] = ratio
+    return out

@@ -7,6 +7,8 @@ not, so the alert store can both open new alerts and resolve cleared ones.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pandas as pd
 
@@ -16,15 +18,39 @@ from safetyml.monitoring.config import Indicator, Rule
 
 
 def rule_signal(
-    rule: Rule, times: pd.DatetimeIndex, values: np.ndarray, noise: np.ndarray, period: str
+    rule: Rule,
+    times: pd.DatetimeIndex,
+    values: np.ndarray,
+    noise: np.ndarray,
+    period: str,
+    part: pd.DataFrame | None = None,
 ) -> np.ndarray:
-    """The detector's signal, oriented so that larger means "more alarming"."""
+    """The detector's signal, oriented so that larger means "more alarming".
+
+    ``part`` (the series' rows, sorted by time) gives a ``count_cusum`` its counts (``corrected``), what
+    they are compared with (``expected``, else ``trips``) and the nowcast's ``reported_share``.
+    """
     d = rule.detector
+    per_week = 168 if period == "hour" else 7
+    if d.kind == "count_cusum":
+        if part is None or "corrected" not in part:
+            raise ValueError(f"rule {rule.id}: count_cusum needs an incident_rate/incident_ratio series")
+        base = part["expected"] if "expected" in part else part["trips"]
+        share = part.get("reported_share")
+        return detectors.count_cusum(
+            part["corrected"].to_numpy(dtype="float64"),
+            base.to_numpy(dtype="float64"),
+            baseline=d.baseline_weeks * per_week,
+            shift=d.shift,
+            arl0=d.arl0,
+            reported_share=None if share is None else share.to_numpy(dtype="float64"),
+            direction=d.direction,
+            seed=zlib.crc32(f"{rule.id}|{part['series'].iloc[0] if 'series' in part else ''}".encode()),
+        )
     if d.kind == "seasonal_z":
         z = detectors.seasonal_z(times, values, noise, period=period, weeks=d.baseline_weeks)
         return detectors.directed(z, d.direction)
     if d.kind == "cusum":
-        per_week = 168 if period == "hour" else 7
         return detectors.cusum(
             values, noise, baseline=d.baseline_weeks * per_week, k=d.k, direction=d.direction
         )
@@ -52,7 +78,7 @@ def evaluate_rule(
         times = pd.DatetimeIndex(pd.to_datetime(part["time"], utc=True))
         values = part["value"].to_numpy(dtype="float64")
         noise = part["noise_sd"].to_numpy(dtype="float64") if "noise_sd" in part else None
-        signal = rule_signal(rule, times, values, noise, indicator.period)
+        signal = rule_signal(rule, times, values, noise, indicator.period, part)
         active = detectors.hysteresis(signal, enter, exit_, rule.detector.min_duration)
         runs = detectors.episodes(times, active)
         labels = dict(kv.split("=", 1) for kv in str(name).split(",")) if name != "all" else {}
