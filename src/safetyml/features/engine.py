@@ -451,7 +451,8 @@ class Queries:
     needles make ``np.searchsorted`` cache-friendly, several times faster on a million rows.
     """
 
-    def __init__(self, codes: np.ndarray, t: np.ndarray):
+    def __init__(self, codes: np.ndarray, t: np.ndarray, cache: bool = True):
+        self.cache = cache  # keep each stream's positions for the next measure on the same stream
         self.codes = np.asarray(codes, dtype=np.int64)
         self.t = np.asarray(t, dtype=np.int64)
         self.t_order = np.argsort(self.t, kind="stable")
@@ -469,6 +470,8 @@ class Queries:
                     self._unique = np.unique(self.codes, return_inverse=True)
                 codes, inverse = self._unique
                 first = np.searchsorted(stream.keys, np.where(codes >= 0, codes * stream.R, -1), side="left")
+                if not self.cache:
+                    return first[inverse.ravel()]
                 self._pos[key] = first[inverse.ravel()]
                 return self._pos[key]
             else:
@@ -478,11 +481,17 @@ class Queries:
             needles = np.where(self.codes >= 0, self.codes * stream.R + rank, -1)[self.ct_order]
             pos = np.empty(len(self.t), dtype=np.int64)
             pos[self.ct_order] = np.searchsorted(stream.keys, needles, side="left")
+            if not self.cache:
+                return pos
             self._pos[key] = pos
         return self._pos[key]
 
+    def between(self, stream: Stream, cum: np.ndarray, upper: int | None, lower: int | None) -> np.ndarray:
+        """Sum of the stream's values known in [T - lower, T - upper) (``lower`` None: since the first)."""
+        return cum[self.pos(stream, upper)] - cum[self.pos(stream, lower)]
+
     def window_sum(self, stream: Stream, cum: np.ndarray, window: int | None) -> np.ndarray:
-        return cum[self.pos(stream, 0)] - cum[self.pos(stream, window)]
+        return self.between(stream, cum, 0, window)
 
     def entity_window_sum(self, stream: Stream, running: np.ndarray, window: int | None) -> np.ndarray:
         """Window sums from per-entity running totals (``Stream.moments``): the total just before T minus
@@ -494,6 +503,39 @@ class Queries:
             return np.where(inside, running[np.where(inside, position - 1, 0)] if len(running) else 0.0, 0.0)
 
         return before(self.pos(stream, 0)) - before(self.pos(stream, window))
+
+
+class RingQueries:
+    """Queries over a cell's neighbour ring (grid_disk k=1): each windowed sum is the sum of the seven
+    cells' windowed sums, answered on the per-cell stream.
+
+    Instead of repeating each zone event once per cell of its disk (a 7x larger stream of codes, times,
+    rows and cumulative sums: 20 GiB on the large preset), the queries are asked seven times, one disk
+    slot at a time, without keeping positions. Only sums decompose this way (counts, sums, ratios and
+    rates of them: every ring aggregation the definitions allow); a maximum, deviation or distinct count
+    over a ring would need the events themselves.
+    """
+
+    def __init__(self, slots: np.ndarray, t: np.ndarray):
+        # slots: (queries, 7) zone codes of each query cell's disk, -1 for padding or unknown cells
+        self.parts = [Queries(slots[:, j], t, cache=False) for j in range(slots.shape[1])]
+
+    def between(self, stream: Stream, cum: np.ndarray, upper: int | None, lower: int | None) -> np.ndarray:
+        out = self.parts[0].between(stream, cum, upper, lower)
+        for part in self.parts[1:]:
+            out = out + part.between(stream, cum, upper, lower)
+        return out
+
+    def window_sum(self, stream: Stream, cum: np.ndarray, window: int | None) -> np.ndarray:
+        return self.between(stream, cum, 0, window)
+
+    def pos(self, stream: Stream, offset: int | None) -> np.ndarray:
+        raise ValueError(
+            "a ring feature must be a count, sum, ratio or rate (a sum over the seven cells); "
+            "maxima, deviations and distinct counts have no ring"
+        )
+
+    entity_window_sum = pos
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -537,8 +579,8 @@ class FeatureEngine:
         where: dict | None = None,
         clock: tuple | None = None,
     ) -> Stream:
-        """Events of ``source`` keyed by ``entity``, by city (``group='city'``) or by every cell of the
-        event's neighbour ring (``group='ring'``), optionally filtered.
+        """Events of ``source`` keyed by ``entity`` or by city (``group='city'``), optionally filtered
+        (ring features ask the per-cell stream through :class:`RingQueries`).
 
         ``clock`` re-times the events (see :meth:`_retime`): ``("mature", shift)`` for rate numerators,
         ``("distinct", column, window)`` for distinct counts.
@@ -554,13 +596,6 @@ class FeatureEngine:
             times = frame["t"].to_numpy()[rows]
             if group == "city":
                 codes = frame["zone_city_code"].to_numpy()[rows]
-            elif group == "ring":
-                # each event belongs to the ring of every cell of its own disk (the disk is symmetric)
-                disk_codes = self.ring_codes()[frame["zone_code"].to_numpy()[rows]]
-                width = disk_codes.shape[1]
-                codes = disk_codes.ravel()
-                times = np.repeat(times, width)
-                rows = np.repeat(rows, width)
             else:
                 codes = frame[CODE_COLUMN[entity]].to_numpy()[rows]
             if clock is not None:
@@ -665,12 +700,14 @@ class FeatureEngine:
         return zones.to_int(pd.Series(arr, dtype="object"))
 
     def _measure(
-        self, entity: str, measure: Measure, q: Queries, window: int | None, group: str | None
+        self, entity: str, measure: Measure, q: Queries | RingQueries, window: int | None, group: str | None
     ) -> np.ndarray:
         stream = self.stream(entity, measure.source, group)
         return q.window_sum(stream, stream.cum(measure.where, measure.value), window)
 
-    def _stream_agg(self, entity: str, d: FeatureDefinition, q: Queries, group: str | None) -> np.ndarray:
+    def _stream_agg(
+        self, entity: str, d: FeatureDefinition, q: Queries | RingQueries, group: str | None
+    ) -> np.ndarray:
         """max, std, distinct and rate (or a rate's pending activity) of one column for a batch of queries."""
         spec, window = d.spec, d.window_ns
         where = spec.where or None
@@ -681,10 +718,7 @@ class FeatureEngine:
             horizon = window_ns(d.horizon)
             if d.variant == "pending":
                 return q.window_sum(den_stream, ones, horizon)
-            n = (
-                ones[q.pos(den_stream, horizon)]
-                - ones[q.pos(den_stream, None if window is None else horizon + window)]
-            )
+            n = q.between(den_stream, ones, horizon, None if window is None else horizon + window)
             k = self._mature_count(entity, spec.source, where, group, q, horizon, window)
             return n, k
         if spec.agg == "distinct":
@@ -719,16 +753,16 @@ class FeatureEngine:
             return np.where(count >= 2, np.sqrt(np.maximum(var, 0.0)), np.nan)
         raise ValueError(f"agg {spec.agg!r} is not a stream aggregation")
 
-    def _mature_count(self, entity, source, where, group, q: Queries, horizon: int, window: int | None):
+    def _mature_count(
+        self, entity, source, where, group, q: Queries | RingQueries, horizon: int, window: int | None
+    ):
         """Events (incidents) whose event time is in [T - horizon - window, T - horizon) and that are
         reported by T: the numerator of a rate over the same event-time window as its activity."""
         upper = self.stream(entity, source, group, where, ("mature", horizon))
-        ones = upper.cum()
-        count = ones[q.pos(upper, 0)] - ones[q.pos(upper, None)]
+        count = q.between(upper, upper.cum(), 0, None)
         if window is not None:
             lower = self.stream(entity, source, group, where, ("mature", horizon + window))
-            ones = lower.cum()
-            count = count - (ones[q.pos(lower, 0)] - ones[q.pos(lower, None)])
+            count = count - q.between(lower, lower.cum(), 0, None)
         return count
 
     def _formula(self, spec: FeatureSpec, window: int | None, meas) -> np.ndarray:
@@ -870,6 +904,16 @@ class FeatureEngine:
 
         q_cell = Queries(zone_codes[first], u_t)
         q_city = Queries(u_city, u_t)
+        ring: list[RingQueries] = []  # built at the first ring feature
+
+        def local(d: FeatureDefinition) -> Queries | RingQueries:
+            if not d.ring:
+                return q_cell
+            if not ring:
+                slots = np.where(q_cell.codes[:, None] >= 0, self.ring_codes()[q_cell.codes], -1)
+                ring.append(RingQueries(slots, u_t))
+            return ring[0]
+
         no_cell = u_cell == zones.NO_CELL
 
         def measure_on(q: Queries, group: str | None):
@@ -882,9 +926,9 @@ class FeatureEngine:
         out: dict[str, np.ndarray] = {}
         for d in defs:
             spec = d.spec
-            local_meas = measure_on(q_cell, "ring" if d.ring else None)
+            local_meas = measure_on(local(d), None)
             if spec.agg in STREAM_AGGS:
-                value = self._stream_agg("zone", d, q_cell, "ring" if d.ring else None)
+                value = self._stream_agg("zone", d, local(d), None)
                 fallback = np.full(len(u_t), np.nan)
                 if spec.agg == "rate" and d.variant is None:
                     (trips, k), (city_n, city_k) = value, self._stream_agg("zone", d, q_city, "city")
