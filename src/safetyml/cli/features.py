@@ -106,7 +106,9 @@ def build(
         fail(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     fs = _feature_set(features_dir)
     if choice.is_dask:
-        _build_on_dask(task, data, out, on_invalid, label_min_severity, fs, choice)
+        _build_on_dask(
+            task, data, out, on_invalid, fs, choice, (label_min_severity, horizon_days, min_history_days)
+        )
         return
     with stage(f"reading and validating {data}", console):
         tables = _tables(data, on_invalid)
@@ -136,21 +138,18 @@ def build(
         )
 
 
-def _build_on_dask(task, data: Path, out: Path, on_invalid: str, label_min_severity: int, fs, choice) -> None:
+def _build_on_dask(
+    task, data: Path, out: Path, on_invalid: str, fs, choice, labels: tuple[int, int, int]
+) -> None:
     """``features build --engine dask``: tables validated on the cluster, the frame written as a dataset
     folder of daily parts (see safetyml.features.distributed)."""
     from safetyml.engine import EngineError, session
     from safetyml.features.distributed import build_frame_dask
     from safetyml.tables import ContractError
-    from safetyml.tasks import INCIDENT_RISK
 
     if on_invalid not in ("raise", "quarantine"):
         fail(f"--on-invalid must be raise or quarantine, not {on_invalid!r}")
-    if task != INCIDENT_RISK:
-        fail(
-            f"features build {task} does not run on the Dask engine yet (only incident_risk does); "
-            "use --engine pandas"
-        )
+    label_min_severity, horizon_days, min_history_days = labels
     try:
         with session(choice) as client:
             console.print(f"engine: {choice.describe()}")
@@ -158,7 +157,14 @@ def _build_on_dask(task, data: Path, out: Path, on_invalid: str, label_min_sever
                 tables = _tables(data, on_invalid, client)
             with stage(f"building the {task} frame into {out}/date=*/", console):
                 result = build_frame_dask(
-                    task, tables, client, out, fs, label_min_severity=label_min_severity
+                    task,
+                    tables,
+                    client,
+                    out,
+                    fs,
+                    label_min_severity=label_min_severity,
+                    horizon_days=horizon_days,
+                    min_history_days=min_history_days,
                 )
     except (ContractError, FileNotFoundError, FileExistsError, EngineError) as exc:
         fail(str(exc))

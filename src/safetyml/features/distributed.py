@@ -43,9 +43,9 @@ import pandas as pd
 from safetyml.features import zones
 from safetyml.features.definitions import PAIR_SEPARATOR, FeatureSet, load_feature_set
 from safetyml.features.engine import DAY_NS, FeatureEngine, trip_city
-from safetyml.features.frames import ROLES, _needed, incident_risk_rows
+from safetyml.features.frames import ROLES, _merchant_credit, _needed, incident_risk_rows, months_between
 from safetyml.tables import ROW_GROUP_ROWS, DaskTables, Tables, table_files, write_parquet
-from safetyml.tasks import INCIDENT_RISK
+from safetyml.tasks import INCIDENT_RISK, MERCHANT_CREDIT
 
 __all__ = [
     "DaskFrameResult",
@@ -306,6 +306,83 @@ def _zone_group(
     return _by_day(frame.drop(columns="_t"), frame["_t"].to_numpy())
 
 
+def _credit_group(
+    trips: pd.DataFrame,
+    group: int,
+    n_groups: int,
+    riders: pd.DataFrame,
+    merchants: pd.DataFrame,
+    incidents: pd.DataFrame,
+    ledger: pd.DataFrame | None,
+    credit: pd.DataFrame | None,
+    empty: dict[str, pd.DataFrame],
+    fs: FeatureSet,
+    horizon_days: int,
+    min_history_days: int,
+    clock: dict[str, Any],
+) -> dict[int, pd.DataFrame]:
+    """The merchant_credit rows (month-end snapshots) of the merchants in ``group``, by snapshot day: the
+    pandas engine's own snapshot code, on the group's trips, ledger and credit events, with the snapshot
+    months and the label-maturity end of the whole data set (``clock``)."""
+    engine = FeatureEngine(_group_tables(trips, riders, merchants, incidents, ledger, credit, empty), fs)
+    own = _hash_group(engine.events.merchants["merchant_id"], n_groups) == group
+    frame = _merchant_credit(
+        engine,
+        fs,
+        horizon_days,
+        min_history_days,
+        snapshots=clock["snapshots"],
+        data_end=clock["data_end"],
+        own=own,
+    )
+    return _by_day(frame, pd.DatetimeIndex(frame["as_of"]).asi8)
+
+
+def _span(frame: pd.DataFrame, column: str) -> tuple[int, int] | None:
+    """(first, last) time of ``column`` in ns, None for an empty partition."""
+    t = pd.to_datetime(frame[column], utc=True).dropna()
+    return (int(t.min().value), int(t.max().value)) if len(t) else None
+
+
+def _credit_clock(tables: DaskTables, client: Any) -> dict[str, Any]:
+    """The snapshot months and the label-maturity end of the whole data set (what the pandas engine reads
+    off all events), from each partition's first and last event time."""
+    columns = {
+        "trips": "requested_at",
+        "incidents": "reported_at",
+        "merchant_ledger": "event_at",
+        "credit_events": "event_at",
+    }
+    spans: dict[str, tuple[int, int] | None] = {}
+    for name, column in columns.items():
+        found = [s for s in client.gather(client.map(_span, tables.partitions[name], column=column)) if s]
+        spans[name] = (min(s[0] for s in found), max(s[1] for s in found)) if found else None
+    last = max((s[1] for s in spans.values() if s), default=0)
+    first = (spans["merchant_ledger"] or spans["trips"] or (last, last))[0]
+    credit_ends = [spans[n][1] for n in ("merchant_ledger", "credit_events", "trips") if spans[n]]
+    return {
+        "snapshots": months_between(first, last).asi8,
+        "data_end": max(credit_ends, default=last),
+    }
+
+
+def _assemble_credit_days(days: list[int], out: Path, pieces: list) -> tuple[int, int]:
+    """Some snapshot days of the merchant_credit frame from every group, sorted as the pandas engine sorts
+    the frame (as_of, merchant_id), one Parquet part per day."""
+    frame = pd.concat([p for p in pieces if p is not None], ignore_index=True)
+    frame = frame.sort_values(["as_of", "merchant_id"], kind="stable").reset_index(drop=True)
+    day_of = pd.DatetimeIndex(frame["as_of"]).asi8 // DAY_NS
+    for day in days:
+        _write_day(frame[day_of == day].reset_index(drop=True), out, day)
+    return len(frame), int(frame["label"].sum())
+
+
+def _write_day(frame: pd.DataFrame, out: Path, day: int) -> None:
+    folder = out / f"date={pd.Timestamp(day * DAY_NS, tz='UTC').strftime('%Y-%m-%d')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_parquet(frame, folder / "part-0.parquet")
+
+
 # ---------------------------------------------------------------------------------------------- days
 
 
@@ -367,9 +444,7 @@ def _assemble_days(
     frame = incident_risk_rows(keys, keys["label"].to_numpy(), parts, fs)
     day_of = keys["t"].to_numpy() // DAY_NS
     for day in days:
-        folder = out / f"date={pd.Timestamp(day * DAY_NS, tz='UTC').strftime('%Y-%m-%d')}"
-        folder.mkdir(parents=True, exist_ok=True)
-        write_parquet(frame[day_of == day].reset_index(drop=True), folder / "part-0.parquet")
+        _write_day(frame[day_of == day].reset_index(drop=True), out, day)
     return len(frame), int(frame["label"].sum())
 
 
@@ -445,27 +520,29 @@ def build_frame_dask(
     fs: FeatureSet | None = None,
     *,
     label_min_severity: int = 1,
+    horizon_days: int = 90,
+    min_history_days: int = 60,
     group_trips: int = GROUP_TRIPS,
     n_groups: int | None = None,
 ) -> DaskFrameResult:
     """Build the ``task`` frame on the cluster of ``client`` into the dataset folder ``out``.
 
     ``n_groups`` fixes the number of rider and merchant groups (default: one per ``group_trips`` trips,
-    at least one per worker). Only ``incident_risk`` runs on Dask for now.
+    at least one per worker). ``merchant_credit`` runs on the merchant groups only (its features are
+    merchant features) and is written by snapshot day (``date=YYYY-MM-01``).
     """
     from safetyml.engine import EngineError
 
-    if task != INCIDENT_RISK:
-        raise EngineError(
-            f"features build {task} does not run on the Dask engine yet (only incident_risk does); "
-            "use --engine pandas"
-        )
+    if task not in (INCIDENT_RISK, MERCHANT_CREDIT):
+        raise EngineError(f"unknown task {task!r}; tasks: {INCIDENT_RISK}, {MERCHANT_CREDIT}")
     started = time.perf_counter()
     fs = fs or load_feature_set()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; the Dask engine writes a dataset folder there")
     r = _routing(tables, client, fs, n_groups, group_trips)
+    if task == MERCHANT_CREDIT:
+        return _build_credit(r, tables, out, horizon_days, min_history_days, started)
     results: dict[str, list] = {"rider": [], "merchant": [], "zone": []}
     for g in range(r.groups):
         results["rider"].append(
@@ -515,6 +592,54 @@ def build_frame_dask(
         positives=sum(c[1] for c in counts),
         days=len(days),
         groups={"rider": r.groups, "merchant": r.groups, "zone": len(r.cities)},
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _build_credit(
+    r: _Routing, tables: DaskTables, out: Path, horizon_days: int, min_history_days: int, started: float
+) -> DaskFrameResult:
+    """merchant_credit on the merchant groups, then one assembly task per batch of snapshot days."""
+    client = r.client
+    [clock] = client.scatter([_credit_clock(tables, client)], broadcast=True)
+    results = []
+    for g in range(r.groups):
+        ledger, credit = r.merchant_rows("merchant_ledger", g), r.merchant_rows("credit_events", g)
+        results.append(
+            client.submit(
+                _credit_group,
+                r.trips("merchant", g),
+                g,
+                r.groups,
+                *r.shared(),
+                ledger,
+                credit,
+                r.empty,
+                r.fs,
+                horizon_days,
+                min_history_days,
+                clock,
+            )
+        )
+    counts_by_day: dict[int, int] = defaultdict(int)
+    for counts in client.gather(client.map(_day_counts, results)):
+        for day, rows in counts.items():
+            counts_by_day[day] += rows
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        client.submit(
+            _assemble_credit_days, batch, out, [client.submit(_days_piece, f, batch) for f in results]
+        )
+        for batch in _batches(counts_by_day, ROW_GROUP_ROWS)
+    ]
+    counts = client.gather(written)
+    return DaskFrameResult(
+        task=MERCHANT_CREDIT,
+        out=out,
+        rows=sum(c[0] for c in counts),
+        positives=sum(c[1] for c in counts),
+        days=len(counts_by_day),
+        groups={"merchant": r.groups},
         seconds=time.perf_counter() - started,
     )
 

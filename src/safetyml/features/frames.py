@@ -168,8 +168,13 @@ def month_snapshots(engine: FeatureEngine) -> pd.DatetimeIndex:
     """as_of of each month-end snapshot: the first instant of each month after a month with data."""
     ev = engine.events
     times = ev.merchant_ledger["t"] if len(ev.merchant_ledger) else ev.trips["t"]
-    first = pd.Timestamp(int(times.min()), tz="UTC")
-    last = pd.Timestamp(ev.max_time, tz="UTC")
+    return months_between(int(times.min()), ev.max_time)
+
+
+def months_between(first_ns: int, last_ns: int) -> pd.DatetimeIndex:
+    """The first instant of each month after ``first_ns``'s month, through the month after ``last_ns``."""
+    first = pd.Timestamp(first_ns, tz="UTC")
+    last = pd.Timestamp(last_ns, tz="UTC")
     start = (first.tz_localize(None).to_period("M") + 1).to_timestamp().tz_localize("UTC")
     end = (last.tz_localize(None).to_period("M") + 1).to_timestamp().tz_localize("UTC")
     return pd.date_range(start, end, freq="MS").as_unit("ns")
@@ -187,16 +192,28 @@ def _credit_data_end(engine: FeatureEngine) -> int:
 
 
 def _merchant_credit(
-    engine: FeatureEngine, fs: FeatureSet, horizon_days: int, min_history_days: int
+    engine: FeatureEngine,
+    fs: FeatureSet,
+    horizon_days: int,
+    min_history_days: int,
+    *,
+    snapshots: np.ndarray | None = None,
+    data_end: int | None = None,
+    own: np.ndarray | None = None,
 ) -> pd.DataFrame:
+    """Month-end snapshots of every merchant. The Dask engine runs it per merchant group: ``own`` (a mask
+    over the engine's merchants) limits the rows to the group's merchants, and ``snapshots``/``data_end``
+    (ns) come from the whole data set instead of the group's events."""
     ev = engine.events
     merchants = ev.merchants
-    snapshots = month_snapshots(engine).asi8
+    snapshots = month_snapshots(engine).asi8 if snapshots is None else snapshots
     onboarded = pd.DatetimeIndex(merchants["onboarded_at"]).as_unit("ns").asi8
     m_idx, s_idx = np.meshgrid(np.arange(len(merchants)), np.arange(len(snapshots)), indexing="ij")
     m_idx, s_idx = m_idx.ravel(), s_idx.ravel()
     as_of = snapshots[s_idx]
     keep = onboarded[m_idx] < as_of
+    if own is not None:
+        keep &= own[m_idx]
     credit = Stream(
         ev.credit_events[["t"]],
         ev.credit_events["merchant_code"].to_numpy(),
@@ -217,7 +234,7 @@ def _merchant_credit(
         "city": merchants["city"].to_numpy()[m_idx],
         "as_of": pd.DatetimeIndex(pd.to_datetime(as_of, utc=True)).as_unit("ns"),
         "label": label.astype("int64"),
-        "label_mature": as_of + horizon <= _credit_data_end(engine),
+        "label_mature": as_of + horizon <= (_credit_data_end(engine) if data_end is None else data_end),
         "insufficient_history": (as_of - onboarded[m_idx]) < min_history_days * DAY_NS,
     }
     frame = pd.DataFrame({**keys, **_select(defs, parts)})
