@@ -53,14 +53,10 @@ def test_dask_without_the_extra_names_the_extra(monkeypatch):
     assert result.exit_code == 2 and "safetyml[dask]" in result.output
 
 
-@pytest.mark.parametrize(
-    "args",
-    [["score-zones", "--data", ".", "--out", "zones"]],
-)
-def test_commands_without_a_dask_path_refuse_it_clearly(args):
-    result = runner.invoke(app, [*args, "--engine", "dask"])
-    assert result.exit_code == 2
-    assert "does not run on the Dask engine" in result.output and "--engine pandas" in result.output
+def test_a_command_without_a_dask_path_would_refuse_it_clearly():
+    with pytest.raises(EngineError, match=r"does not run on the Dask engine: .*--engine pandas"):
+        EngineChoice(engine="dask").refuse_dask("some-command", "not built")
+    EngineChoice().refuse_dask("some-command", "not built")  # pandas: nothing to refuse
 
 
 def test_scheduler_without_dask_is_refused_by_the_commands():

@@ -325,7 +325,7 @@ def parse_window(window: str) -> pd.Timedelta:
 
 
 def window_frame(
-    tables: Tables,
+    tables: Tables | None,
     fs: FeatureSet,
     as_of: pd.Timestamp,
     start: pd.Timestamp,
@@ -462,30 +462,46 @@ def score_zones(
     model: RiskModel | None = None,
     log_mlflow: bool = True,
     features: Path | None = None,
+    client: Any = None,
 ) -> ZoneResult:
     """The zone job: load tables, score the window's trips with the champion, write and log the outputs.
 
     ``as_of`` defaults to just after the last trip's request time (so the window is the latest one).
     ``features`` reuses an incident_risk frame already built by ``safetyml features build`` (faster).
+    ``client`` (a Dask client, ``--engine dask``) validates the tables and builds the frame on the cluster
+    (:func:`window_inputs_dask`); the window's trips are then scored and mapped here, as on pandas.
     """
     from safetyml.features.definitions import load_feature_set
     from safetyml.tables import load_tables
 
     config = config or ZoneConfig()
-    tables = load_tables(Path(data))
     if city is not None:
         cities.get(city)  # unknown city: a clear error
-    as_of_ts = _resolve_as_of(as_of, tables.trips)
+    fs = load_feature_set()
+    if client is None:
+        tables = load_tables(Path(data))
+        as_of_ts = _resolve_as_of(as_of, tables.trips)
+    else:
+        from safetyml.tables import load_tables_dask
+
+        tables = load_tables_dask(Path(data), client)
+        latest = tables.get("trips")["requested_at"].max().compute()
+        as_of_ts = _resolve_as_of(as_of, pd.DataFrame({"requested_at": [latest]}))
     start = as_of_ts - parse_window(window)
+    evidence_start = as_of_ts - max(parse_window(config.evidence), parse_window(window))
     if model is None:
         from safetyml import tracking
 
         model, _ = tracking.load_model(TASK, "champion")
-    fs = load_feature_set()
-    frame = window_frame(tables, fs, as_of_ts, start, city, features)
-    evidence_start = as_of_ts - max(parse_window(config.evidence), parse_window(window))
-    evidence = evidence_trips(tables.trips, tables.incidents, as_of_ts, evidence_start, city)
-    zones = zone_table(frame, model, evidence, as_of_ts, fs, config, incidents=tables.incidents)
+    if client is None:
+        frame = window_frame(tables, fs, as_of_ts, start, city, features)
+        evidence = evidence_trips(tables.trips, tables.incidents, as_of_ts, evidence_start, city)
+        incidents = tables.incidents
+    else:
+        frame, evidence, incidents = window_inputs_dask(
+            tables, client, fs, as_of_ts, start, evidence_start, city, features, out
+        )
+    zones = zone_table(frame, model, evidence, as_of_ts, fs, config, incidents=incidents)
     result = ZoneResult(
         zones=zones, as_of=as_of_ts, window_start=start, trips=len(frame), evidence_start=evidence_start
     )
@@ -501,6 +517,47 @@ def score_zones(
         if log_mlflow:
             result.run_id = _log_run(result, window, city, config)
     return result
+
+
+def window_inputs_dask(
+    tables: Any,
+    client: Any,
+    fs: FeatureSet,
+    as_of: pd.Timestamp,
+    start: pd.Timestamp,
+    evidence_start: pd.Timestamp,
+    city: str | None,
+    features: Path | None,
+    out: Path | None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The zone job's inputs on Dask: (window frame, evidence trips, incidents).
+
+    The incident_risk frame needs every trip's history, so it is built on the cluster (the Dask engine's
+    ``features build``, into a dataset folder under ``out`` that is removed afterwards; give ``features``
+    to reuse one); only the window's rows are read back. The evidence window's trips are filtered on the
+    cluster; incidents (small next to trips) are gathered.
+    """
+    import shutil
+    import tempfile
+
+    if features is None:
+        from safetyml.features.distributed import build_frame_dask
+
+        if out is not None:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".frame-", dir=out))
+        try:
+            build_frame_dask(TASK, tables, client, work / "frame", fs)
+            frame = window_frame(None, fs, as_of, start, city, work / "frame")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    else:
+        frame = window_frame(None, fs, as_of, start, city, features)
+    trips = tables.get("trips")
+    trips = trips[(trips["requested_at"] >= evidence_start) & (trips["requested_at"] < as_of)].compute()
+    incidents = tables.get("incidents").compute().reset_index(drop=True)
+    evidence = evidence_trips(trips.reset_index(drop=True), incidents, as_of, evidence_start, city)
+    return frame, evidence, incidents
 
 
 def _resolve_as_of(as_of: pd.Timestamp | str | None, trips: pd.DataFrame) -> pd.Timestamp:

@@ -39,22 +39,27 @@ def score_zones(
     from safetyml.batch.zones import parse_window
     from safetyml.batch.zones import score_zones as run
     from safetyml.cities import UnknownCityError
+    from safetyml.engine import session
     from safetyml.tables import ContractError
 
-    engine_choice(engine, scheduler, pandas_only=("score-zones", "zone maps on Dask are not built yet"))
+    choice = engine_choice(engine, scheduler)
     try:
         parse_window(window)
         settings = ZoneConfig.from_yaml(config) if config else ZoneConfig()
-        result = run(
-            data,
-            as_of=as_of,
-            window=window,
-            out=out,
-            city=city,
-            config=settings,
-            features=features,
-            log_mlflow=not no_mlflow,
-        )
+        with session(choice) as client:
+            if client is not None:
+                console.print(f"engine: {choice.describe()}")
+            result = run(
+                data,
+                as_of=as_of,
+                window=window,
+                out=out,
+                city=city,
+                config=settings,
+                features=features,
+                log_mlflow=not no_mlflow,
+                client=client,
+            )
     except (ValueError, FileNotFoundError, UnknownCityError, ContractError) as exc:
         fail(str(exc))
     console.print(result)
