@@ -15,7 +15,9 @@ console = Console()
 
 def simulate(
     out: Path = typer.Option(..., "--out", help="Folder to write the tables and truth/ to."),
-    preset: str = typer.Option("small", "--preset", help="small (~50k trips), medium (~1M), large (~10M)."),
+    preset: str = typer.Option(
+        "small", "--preset", help="small (~50k trips), medium (~1M), large (~10M), xlarge (~100M)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives byte-identical files."),
     drift: list[str] = typer.Option(
         [],
@@ -26,6 +28,11 @@ def simulate(
     ),
     dynamics: bool = typer.Option(
         True, "--dynamics/--no-dynamics", help="Rider spells, merchant fronts, zone waves, daily rider risk."
+    ),
+    partitioned: bool | None = typer.Option(
+        None,
+        "--partitioned/--single-file",
+        help="Trips as trips/date=YYYY-MM-DD/part-N.parquet (default for xlarge) or one trips.parquet.",
     ),
 ) -> None:
     """Simulate a food-delivery platform (cities, riders, merchants, trips, incidents, ledger, truth)."""
@@ -38,9 +45,17 @@ def simulate(
         drifts = parse_drifts(PRESETS[preset], drift)
     except ValueError as exc:
         fail(str(exc))
-    summary = run_simulation(
-        out, preset=preset, seed=seed, drift=drifts, dynamics=None if dynamics else Dynamics.off()
-    )
+    try:
+        summary = run_simulation(
+            out,
+            preset=preset,
+            seed=seed,
+            drift=drifts,
+            dynamics=None if dynamics else Dynamics.off(),
+            partitioned=partitioned,
+        )
+    except FileExistsError as exc:
+        fail(str(exc))
     console.print(summary.render())
 
 

@@ -57,7 +57,7 @@ from safetyml.simulate.world import (
     riders_frame,
     zones_frame,
 )
-from safetyml.simulate.writer import BlockWriter, SimulationSummary, write_frame
+from safetyml.simulate.writer import BlockWriter, DayPartitionWriter, SimulationSummary, write_frame
 
 __all__ = [
     "PRESETS",
@@ -120,9 +120,12 @@ def _run(preset: Preset, seed: int, progress: bool, out: Path | None, drifts: tu
         counts = trip_counts(world, cal)
         world.dynamics = build_state(world, cal.midnight_ns, preset.dynamics, drifts, _rng(seed, "dynamics"))
         id_width = max(7, len(str(preset.trips + 1)))
+        trips_writer = (
+            DayPartitionWriter(out / "trips") if preset.partitioned else BlockWriter(out / "trips.parquet")
+        )
         writers = (
             {
-                "trips": BlockWriter(out / "trips.parquet"),
+                "trips": trips_writer,
                 "trip_probability": BlockWriter(out / "truth" / "trip_probability.parquet"),
             }
             if out
@@ -214,16 +217,24 @@ def simulate(
     progress: bool = True,
     drift: Sequence[str | Drift] = (),
     dynamics: Dynamics | None = None,
+    partitioned: bool | None = None,
 ) -> SimulationSummary:
     """Simulate a platform into ``out`` (tables + truth/) and say what was written and how long it took.
 
     ``drift``: changes injected from a day on, as ``Drift`` objects or ``--drift`` strings such as
     ``city_incident_rate:sao_paulo:+30%:2026-09-01`` (recorded in truth/drift.json). ``dynamics``
     replaces the preset's temporal dynamics (``Dynamics.off()`` for a stationary platform).
+    ``partitioned`` writes the trips as ``trips/date=YYYY-MM-DD/part-N.parquet``, block by block
+    (default: the preset's choice; ``xlarge`` is partitioned).
     """
     chosen = _choose(preset, dynamics)
-    drifts = parse_drifts(chosen, drift)
+    if partitioned is not None:
+        chosen = dataclasses.replace(chosen, partitioned=partitioned)
     out = Path(out)
+    other = out / ("trips.parquet" if chosen.partitioned else "trips")
+    if other.exists():
+        raise FileExistsError(f"{other} holds trips in the other layout; simulate into an empty folder")
+    drifts = parse_drifts(chosen, drift)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     _, _, counts = _run(chosen, seed, progress, out, drifts)

@@ -92,6 +92,7 @@ class Preset:
     riders: int
     merchants: int
     block_days: int = 10  # trips are generated (and written) in blocks of this many days
+    partitioned: bool = False  # trips as trips/date=YYYY-MM-DD/part-N.parquet instead of trips.parquet
     dynamics: Dynamics = field(default_factory=Dynamics)  # spells, fronts, waves, daily risk
 
     @property
@@ -103,6 +104,16 @@ PRESETS: dict[str, Preset] = {
     "small": Preset("small", trips=50_000, days=90, riders=1_000, merchants=500, block_days=30),
     "medium": Preset("medium", trips=1_000_000, days=120, riders=8_000, merchants=3_000, block_days=20),
     "large": Preset("large", trips=10_000_000, days=180, riders=40_000, merchants=12_000, block_days=6),
+    # ~100M trips: written day by day (a block is a day, ~275k trips), for the Dask engine's scale tests
+    "xlarge": Preset(
+        "xlarge",
+        trips=100_000_000,
+        days=365,
+        riders=400_000,
+        merchants=120_000,
+        block_days=1,
+        partitioned=True,
+    ),
 }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 
@@ -35,6 +36,35 @@ class BlockWriter:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class DayPartitionWriter:
+    """Append blocks of trips as a hive-partitioned dataset, one folder per UTC day of ``column``:
+    ``FOLDER/date=YYYY-MM-DD/part-N.parquet`` (the layout data lakes write; both engines read it).
+
+    Each block is split by day and written at once, so memory is bounded by a block whatever the size of
+    the platform; a day seen in a later block again gets the next part number.
+    """
+
+    def __init__(self, folder: Path, column: str = "requested_at"):
+        self.folder, self.column = folder, column
+        self.parts: dict[str, int] = {}
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        days = pc.strftime(table[self.column], format="%Y-%m-%d", locale="C")
+        for day in pc.unique(days).to_pylist():
+            number = self.parts.get(day, 0)
+            self.parts[day] = number + 1
+            path = self.folder / f"date={day}" / f"part-{number}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table.filter(pc.equal(days, day)), path, compression="zstd")
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        """Nothing stays open between blocks."""
 
 
 @dataclass
