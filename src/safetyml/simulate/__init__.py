@@ -120,12 +120,13 @@ def _run(preset: Preset, seed: int, progress: bool, out: Path | None, drifts: tu
         counts = trip_counts(world, cal)
         world.dynamics = build_state(world, cal.midnight_ns, preset.dynamics, drifts, _rng(seed, "dynamics"))
         id_width = max(7, len(str(preset.trips + 1)))
-        trips_writer = (
-            DayPartitionWriter(out / "trips") if preset.partitioned else BlockWriter(out / "trips.parquet")
-        )
         writers = (
             {
-                "trips": trips_writer,
+                "trips": (
+                    DayPartitionWriter(out / "trips")
+                    if preset.partitioned
+                    else BlockWriter(out / "trips.parquet")
+                ),
                 "trip_probability": BlockWriter(out / "truth" / "trip_probability.parquet"),
             }
             if out
