@@ -84,6 +84,8 @@ def prepare(preset: str, given: str | None, work: Path) -> tuple[Path, Path]:
         data = work / preset
         if not (data / "trips.parquet").exists():
             simulate(data, preset=preset, seed=7, progress=False)
+    if (data / "trips").is_dir():  # already a lake (simulate --partitioned): trips by day, row groups
+        return data, data
     lake = work / f"{preset}-lake"
     if not lake.exists():
         lake.mkdir(parents=True)
@@ -99,7 +101,8 @@ def prepare(preset: str, given: str | None, work: Path) -> tuple[Path, Path]:
     return data, lake
 
 
-def run_pandas(data: Path, out: Path) -> dict:
+def run_pandas(data: Path, out: Path, limit_mb: float | None = None) -> dict:
+    """The pandas build as users run it; stopped (and reported as such) if its RSS passes ``limit_mb``."""
     started = time.perf_counter()
     process = subprocess.Popen(
         [*SAFETYML, "features", "build", "incident_risk", "--data", str(data), "--out", str(out)],
@@ -107,12 +110,27 @@ def run_pandas(data: Path, out: Path) -> dict:
         stderr=subprocess.PIPE,
         text=True,
     )
+    stopped = None
     with PeakRSS({"process": process.pid}) as rss:
-        _, err = process.communicate()
+        while process.poll() is None:
+            if limit_mb and rss.peak["process"] > limit_mb:
+                process.kill()
+                stopped = time.perf_counter() - started
+            time.sleep(0.5)
+        err = process.stderr.read()
+    seconds = time.perf_counter() - started
+    if stopped is not None:
+        return {"seconds": seconds, "rows": None, "peak_mb": rss.peak["process"], "stopped": stopped}
     if process.returncode:
         raise RuntimeError(f"pandas build failed: {err[-2000:]}")
     rows = pq.ParquetFile(out).metadata.num_rows
-    return {"seconds": time.perf_counter() - started, "rows": rows, "peak_mb": rss.peak["process"]}
+    return {"seconds": seconds, "rows": rows, "peak_mb": rss.peak["process"], "stopped": None}
+
+
+def trip_count(data: Path) -> int:
+    from safetyml.tables import table_files, table_path
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in table_files(table_path(data, "trips")))
 
 
 def run_dask(lake: Path, out: Path, workers: int, memory_limit: str) -> dict:
@@ -227,6 +245,10 @@ def main() -> None:
     for preset in ("small", "medium", "large"):
         parser.add_argument(f"--data-{preset}", help=f"an existing {preset} data folder (else simulated)")
     parser.add_argument("--work", default=None, help="folder for data and outputs (default: a temp folder)")
+    parser.add_argument(
+        "--pandas-limit-gib", type=float, default=20.0, help="stop the pandas build past this RSS"
+    )
+    parser.add_argument("--skip-pandas", action="store_true", help="only the Dask engine")
     parser.add_argument("--train", type=Path, help="compare the final fits on this incident_risk frame")
     parser.add_argument("--trials", type=int, default=4, help="--train: Optuna trials of the pipeline run")
     parser.add_argument("--seed", type=int, default=7)
@@ -241,20 +263,31 @@ def main() -> None:
     summary = []
     for preset in args.presets:
         data, lake = prepare(preset, getattr(args, f"data_{preset}"), work)
-        trips = pq.ParquetFile(data / "trips.parquet").metadata.num_rows
+        trips = trip_count(data)
         for old in (work / f"{preset}-pandas.parquet", work / f"{preset}-dask"):
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-        pandas_run = run_pandas(data, work / f"{preset}-pandas.parquet")
-        print(f"\n[{preset}] {trips:,} trips; load {os.getloadavg()[0]:.1f}")
-        rate, peak = pandas_run["rows"] / pandas_run["seconds"], pandas_run["peak_mb"]
-        print(f"  pandas: {pandas_run['seconds']:.1f} s, {rate:,.0f} rows/s, peak RSS {peak:,.0f} MiB")
+        print(f"\n[{preset}] {trips:,} trips; load {os.getloadavg()[0]:.1f}", flush=True)
+        if args.skip_pandas:
+            pandas_run = {"seconds": float("nan"), "rows": None, "peak_mb": float("nan"), "stopped": None}
+        else:
+            pandas_run = run_pandas(data, work / f"{preset}-pandas.parquet", args.pandas_limit_gib * 1024)
+        peak = pandas_run["peak_mb"]
+        if pandas_run["stopped"] is not None:
+            stop = pandas_run["stopped"]
+            print(f"  pandas: STOPPED at {peak:,.0f} MiB RSS after {stop:.0f} s (over the limit)")
+        elif pandas_run["rows"] is not None:
+            rate = pandas_run["rows"] / pandas_run["seconds"]
+            print(f"  pandas: {pandas_run['seconds']:.1f} s, {rate:,.0f} rows/s, peak RSS {peak:,.0f} MiB")
+        print(f"  load {os.getloadavg()[0]:.1f}", flush=True)
         dask_run = run_dask(lake, work / f"{preset}-dask", args.workers, args.memory_limit)
         peaks = ", ".join(f"{k} {v:,.0f}" for k, v in dask_run["peak_mb"].items())
         rate = dask_run["rows"] / dask_run["seconds"]
         head = f"  dask ({args.workers} workers x {args.memory_limit}): {dask_run['seconds']:.1f} s"
         print(f"{head} (validation {dask_run['validate_seconds']:.1f} s), {rate:,.0f} rows/s")
         print(f"    groups {dask_run['groups']}, {dask_run['days']} daily parts; peak RSS MiB: {peaks}")
-        assert dask_run["rows"] == pandas_run["rows"], "the engines wrote different row counts"
+        if pandas_run["rows"] is not None:
+            assert dask_run["rows"] == pandas_run["rows"], "the engines wrote different row counts"
+        print(f"  load {os.getloadavg()[0]:.1f}", flush=True)
         print("  per task kind (the per-partition cost): count, total s, median s, max s")
         for kind, seconds in sorted(dask_run["tasks"].items(), key=lambda kv: -sum(kv[1])):
             if sum(seconds) < 0.05:
@@ -269,6 +302,7 @@ def main() -> None:
         print(
             f"  {preset:<7} {trips:>11,} {p['seconds']:>8.1f} {p['peak_mb']:>9,.0f} {d['seconds']:>8.1f} "
             f"{worker_peak:>9,.0f} {d['peak_mb']['client']:>7,.0f}"
+            + ("  (pandas stopped at the limit)" if p["stopped"] is not None else "")
         )
     preset, trips, _, d = summary[-1]
     cpu = sum(sum(v) for v in d["tasks"].values())
