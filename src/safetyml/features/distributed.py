@@ -259,11 +259,15 @@ def _merchant_group(
     credit: pd.DataFrame | None,
     empty: dict[str, pd.DataFrame],
     fs: FeatureSet,
+    snapshots: dict[str, Any] | None = None,
 ) -> dict[int, pd.DataFrame]:
     """Merchant columns of the trips whose merchant is in ``group`` (with that group's ledger and credit
-    events), split by day."""
+    events), split by day; with ``snapshots`` (merchant_credit), the group's merchants' month-end rows
+    instead (:func:`_credit_rows`)."""
     tables = _group_tables(trips, riders, merchants, incidents, ledger, credit, empty)
     engine = FeatureEngine(tables, fs)
+    if snapshots is not None:
+        return _credit_rows(engine, group, n_groups, fs, **snapshots)
     ev = engine.events
     own = np.flatnonzero(_hash_group(ev.trips["merchant_id"], n_groups) == group)
     t = ev.trips["t"].to_numpy()[own]
@@ -306,34 +310,22 @@ def _zone_group(
     return _by_day(frame.drop(columns="_t"), frame["_t"].to_numpy())
 
 
-def _credit_group(
-    trips: pd.DataFrame,
+def _credit_rows(
+    engine: FeatureEngine,
     group: int,
     n_groups: int,
-    riders: pd.DataFrame,
-    merchants: pd.DataFrame,
-    incidents: pd.DataFrame,
-    ledger: pd.DataFrame | None,
-    credit: pd.DataFrame | None,
-    empty: dict[str, pd.DataFrame],
     fs: FeatureSet,
     horizon_days: int,
     min_history_days: int,
-    clock: dict[str, Any],
+    months: np.ndarray,
+    data_end: int,
 ) -> dict[int, pd.DataFrame]:
     """The merchant_credit rows (month-end snapshots) of the merchants in ``group``, by snapshot day: the
-    pandas engine's own snapshot code, on the group's trips, ledger and credit events, with the snapshot
-    months and the label-maturity end of the whole data set (``clock``)."""
-    engine = FeatureEngine(_group_tables(trips, riders, merchants, incidents, ledger, credit, empty), fs)
+    pandas engine's own snapshot code on the group's events, with the snapshot ``months`` and the
+    label-maturity end of the whole data set."""
     own = _hash_group(engine.events.merchants["merchant_id"], n_groups) == group
     frame = _merchant_credit(
-        engine,
-        fs,
-        horizon_days,
-        min_history_days,
-        snapshots=clock["snapshots"],
-        data_end=clock["data_end"],
-        own=own,
+        engine, fs, horizon_days, min_history_days, snapshots=months, data_end=data_end, own=own
     )
     return _by_day(frame, pd.DatetimeIndex(frame["as_of"]).asi8)
 
@@ -360,10 +352,7 @@ def _credit_clock(tables: DaskTables, client: Any) -> dict[str, Any]:
     last = max((s[1] for s in spans.values() if s), default=0)
     first = (spans["merchant_ledger"] or spans["trips"] or (last, last))[0]
     credit_ends = [spans[n][1] for n in ("merchant_ledger", "credit_events", "trips") if spans[n]]
-    return {
-        "snapshots": months_between(first, last).asi8,
-        "data_end": max(credit_ends, default=last),
-    }
+    return {"months": months_between(first, last).asi8, "data_end": max(credit_ends, default=last)}
 
 
 def _assemble_credit_days(days: list[int], out: Path, pieces: list) -> tuple[int, int]:
@@ -479,6 +468,27 @@ class _Routing:
         pieces = [self.client.submit(_piece, split, group) for split in self.by_merchant[name]]
         return self.client.submit(_concat_rows, *pieces)
 
+    def merchant_group(self, group: int, snapshots: Any = None) -> Any:
+        """A future of :func:`_merchant_group` on merchant group ``group`` (its trips, ledger and credit
+        events)."""
+        ledger, credit = (
+            self.merchant_rows("merchant_ledger", group),
+            self.merchant_rows("credit_events", group),
+        )
+        trips = self.trips("merchant", group)
+        return self.client.submit(
+            _merchant_group,
+            trips,
+            group,
+            self.groups,
+            *self.shared(),
+            ledger,
+            credit,
+            self.empty,
+            self.fs,
+            snapshots,
+        )
+
     def shared(self) -> tuple:
         return self.riders, self.merchants, self.incidents
 
@@ -550,29 +560,12 @@ def build_frame_dask(
                 _rider_group, r.trips("rider", g), g, r.groups, *r.shared(), r.empty, r.fs, label_min_severity
             )
         )
-        ledger, credit = r.merchant_rows("merchant_ledger", g), r.merchant_rows("credit_events", g)
-        results["merchant"].append(
-            client.submit(
-                _merchant_group,
-                r.trips("merchant", g),
-                g,
-                r.groups,
-                *r.shared(),
-                ledger,
-                credit,
-                r.empty,
-                r.fs,
-            )
-        )
+        results["merchant"].append(r.merchant_group(g))
     for city in r.cities:
         results["zone"].append(
             client.submit(_zone_group, r.trips("zone", city), city, *r.shared(), r.empty, r.fs)
         )
-    counts_by_day: dict[int, int] = defaultdict(int)
-    for counts in client.gather(client.map(_day_counts, results["rider"])):
-        for day, rows in counts.items():
-            counts_by_day[day] += rows
-    days = sorted(counts_by_day)
+    counts_by_day = _rows_by_day(client, results["rider"])
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for batch in _batches(counts_by_day, ROW_GROUP_ROWS):
@@ -584,14 +577,29 @@ def build_frame_dask(
                 _assemble_days, batch, out, r.fs, pieces["rider"], pieces["merchant"], pieces["zone"]
             )
         )
-    counts = client.gather(written)
+    groups = {"rider": r.groups, "merchant": r.groups, "zone": len(r.cities)}
+    return _written(task, out, client.gather(written), len(counts_by_day), groups, started)
+
+
+def _rows_by_day(client: Any, results: list) -> dict[int, int]:
+    """Rows per day over the groups' answers (each a dict day -> frame), without moving the frames."""
+    counts_by_day: dict[int, int] = defaultdict(int)
+    for counts in client.gather(client.map(_day_counts, results)):
+        for day, rows in counts.items():
+            counts_by_day[day] += rows
+    return counts_by_day
+
+
+def _written(
+    task: str, out: Path, counts: list, days: int, groups: dict[str, int], started: float
+) -> DaskFrameResult:
     return DaskFrameResult(
         task=task,
         out=out,
         rows=sum(c[0] for c in counts),
         positives=sum(c[1] for c in counts),
-        days=len(days),
-        groups={"rider": r.groups, "merchant": r.groups, "zone": len(r.cities)},
+        days=days,
+        groups=groups,
         seconds=time.perf_counter() - started,
     )
 
@@ -601,30 +609,10 @@ def _build_credit(
 ) -> DaskFrameResult:
     """merchant_credit on the merchant groups, then one assembly task per batch of snapshot days."""
     client = r.client
-    [clock] = client.scatter([_credit_clock(tables, client)], broadcast=True)
-    results = []
-    for g in range(r.groups):
-        ledger, credit = r.merchant_rows("merchant_ledger", g), r.merchant_rows("credit_events", g)
-        results.append(
-            client.submit(
-                _credit_group,
-                r.trips("merchant", g),
-                g,
-                r.groups,
-                *r.shared(),
-                ledger,
-                credit,
-                r.empty,
-                r.fs,
-                horizon_days,
-                min_history_days,
-                clock,
-            )
-        )
-    counts_by_day: dict[int, int] = defaultdict(int)
-    for counts in client.gather(client.map(_day_counts, results)):
-        for day, rows in counts.items():
-            counts_by_day[day] += rows
+    settings = {"horizon_days": horizon_days, "min_history_days": min_history_days}
+    [snapshots] = client.scatter([{**settings, **_credit_clock(tables, client)}], broadcast=True)
+    results = [r.merchant_group(g, snapshots) for g in range(r.groups)]
+    counts_by_day = _rows_by_day(client, results)
     out.mkdir(parents=True, exist_ok=True)
     written = [
         client.submit(
@@ -632,16 +620,8 @@ def _build_credit(
         )
         for batch in _batches(counts_by_day, ROW_GROUP_ROWS)
     ]
-    counts = client.gather(written)
-    return DaskFrameResult(
-        task=MERCHANT_CREDIT,
-        out=out,
-        rows=sum(c[0] for c in counts),
-        positives=sum(c[1] for c in counts),
-        days=len(counts_by_day),
-        groups={"merchant": r.groups},
-        seconds=time.perf_counter() - started,
-    )
+    groups = {"merchant": r.groups}
+    return _written(MERCHANT_CREDIT, out, client.gather(written), len(counts_by_day), groups, started)
 
 
 # ---------------------------------------------------------------------------------------------- materialize
