@@ -392,7 +392,7 @@ def kpi_power(seed: int = 7, runs: int = 200) -> None:
                 share = np.r_[np.ones(hist - 8), shares]
                 known = rng.binomial(y[k : hist + k].astype(np.int64), share)
                 s = detectors.count_cusum(
-                    known / share, np.full(hist, rate), base, d.shift, d.arl0, share, seed=r * 100 + k
+                    known, np.full(hist, rate), base, d.shift, d.arl0, share, seed=r * 100 + k
                 )
                 if s[-1] >= d.enter:
                     first = k

@@ -87,6 +87,9 @@ class Detector(_Strict):
     arl0: float = Field(
         1000.0, ge=20, description="count_cusum: in-control periods per false alarm (nominal rate 1/arl0)"
     )
+    min_events: int = Field(
+        10, ge=0, description="count_cusum: fewest incidents in the baseline to evaluate a series"
+    )
 
     @model_validator(mode="after")
     def _hysteresis(self) -> Detector:

@@ -191,7 +191,8 @@ def nominal_rate(
 class InControl:
     """In-control model of a count series fitted on its baseline: level, dispersion, persistence."""
 
-    level: float  # μ: observed ÷ expected over the baseline (the counts' in-control mean is μ·E_t)
+    level: float  # μ: (observed + ½) ÷ expected over the baseline (the counts' in-control mean is μ·E_t)
+    events: float  # incidents seen in the baseline: the level's posterior is Gamma(events + ½, expected)
     dispersion: float  # φ ≥ 1: Pearson χ² / (B − 1), quasi-Poisson variance φ·μ·E_t
     rho: float  # lag-1 autocorrelation of the Pearson residuals, clipped to [0, 0.7]
 
@@ -200,7 +201,8 @@ def _fit_arrays(y: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     """Level, dispersion and lag-1 autocorrelation of each row of ``y`` (R, B) against ``e`` (B,)."""
     ok = np.isfinite(y) & (np.isfinite(e) & (e > 0))[None, :]
     y0, e0 = np.where(ok, y, 0.0), np.where(ok, e[None, :], 0.0)
-    level = np.maximum(y0.sum(axis=1) / np.maximum(e0.sum(axis=1), 1e-12), 1e-9)[:, None]
+    # posterior mean under Jeffreys' prior: a baseline without a single incident still has a rate
+    level = ((y0.sum(axis=1) + 0.5) / np.maximum(e0.sum(axis=1), 1e-12))[:, None]
     resid = np.where(ok, (y0 - level * e0) / np.sqrt(np.maximum(level * e0, 1e-12)), 0.0)
     n = ok.sum(axis=1)
     dispersion = np.maximum(1.0, (resid**2).sum(axis=1) / np.maximum(n - 1, 1))
@@ -213,8 +215,10 @@ def _fit_arrays(y: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 
 def fit_in_control(counts: np.ndarray, expected: np.ndarray) -> InControl:
     """Fit :class:`InControl` on baseline points (finite counts, expected > 0)."""
-    level, dispersion, rho = _fit_arrays(np.asarray(counts, dtype="float64")[None, :], np.asarray(expected))
-    return InControl(float(level[0]), float(dispersion[0]), float(rho[0]))
+    y = np.asarray(counts, dtype="float64")
+    level, dispersion, rho = _fit_arrays(y[None, :], np.asarray(expected))
+    events = float(np.nansum(np.where(np.isfinite(expected) & (np.asarray(expected) > 0), y, 0.0)))
+    return InControl(float(level[0]), events, float(dispersion[0]), float(rho[0]))
 
 
 def _llr_increments(
@@ -244,24 +248,29 @@ def _simulate_in_control(
     paths: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Counts (paths, T) from the fitted in-control model, as the nowcast would see them.
+    """Known counts (paths, T) from the fitted in-control model, as they would be reported by as_of.
 
-    Y_t ~ Poisson(μ E_t G_t) with a log-normal AR(1) multiplier G (variance matching φ at the baseline's
-    mean count, lag-1 correlation ρ); a day with reported share π < 1 is seen as Binomial(Y, π) / π.
+    Each path's level is drawn from its posterior, Gamma(events + ½) scaled to the fitted level, so a
+    sparse baseline (a handful of incidents) allows the plausible higher and lower levels, not only the
+    point estimate; Y_t ~ Poisson(μ E_t G_t) with a log-normal AR(1) multiplier G
+    (variance matching φ at the baseline's mean count, lag-1 correlation ρ); a day with reported share
+    π < 1 is seen as K_t ~ Binomial(Y_t, π_t).
     """
-    mean = model.level * np.where(np.isfinite(expected), expected, 0.0)
-    m_bar = max(float(mean[:baseline].mean()), 1e-9)
+    shape = model.events + 0.5
+    levels = rng.gamma(shape, model.level / shape, paths)[:, None]  # mean = the fitted level
+    mean = levels * np.where(np.isfinite(expected), expected, 0.0)[None, :]
+    m_bar = max(float(model.level * np.nanmean(expected[:baseline])), 1e-9)
     s2 = math.log1p((model.dispersion - 1.0) / m_bar)
-    x = np.empty((paths, len(mean)))
+    x = np.empty(mean.shape)
     x[:, 0] = rng.normal(0.0, math.sqrt(s2), paths)
     innovation = math.sqrt(s2 * (1 - model.rho**2))
-    for t in range(1, len(mean)):
+    for t in range(1, mean.shape[1]):
         x[:, t] = model.rho * x[:, t - 1] + rng.normal(0.0, innovation, paths)
     y = rng.poisson(mean * np.exp(x - s2 / 2)).astype("float64")
     share = np.clip(np.nan_to_num(reported_share, nan=1.0), 1e-3, 1.0)
     late = share < 0.999
     if late.any():
-        y[:, late] = rng.binomial(y[:, late].astype(np.int64), share[late]) / share[late]
+        y[:, late] = rng.binomial(y[:, late].astype(np.int64), share[late])
     return y
 
 
@@ -288,14 +297,16 @@ def count_cusum(
     arl0: float = 1000.0,
     reported_share: np.ndarray | None = None,
     direction: str = "up",
+    min_events: int = 10,
     paths: int | None = None,
     seed: int = 0,
 ) -> np.ndarray:
     """CUSUM of counts against an in-control model, with its decision interval calibrated by simulation.
 
-    Returns ``S_t / h`` (NaN within the baseline): an alarm is a value ≥ 1. ``counts`` are the (delay-
-    corrected) counts, ``expected`` what they are compared with (the model's expected incidents, or trips
-    for a flat rate), ``reported_share`` the nowcast's share of each point already reported.
+    Returns ``S_t / h`` (NaN within the baseline): an alarm is a value ≥ 1. ``counts`` are the incidents
+    *known* (reported by as_of) per point, ``expected`` what they are compared with (the model's expected
+    incidents, or trips for a flat rate) and ``reported_share`` the nowcast's share π_t of each point's
+    incidents reported by as_of (1 when omitted): in control, K_t ~ Poisson(μ·E_t·π_t).
 
     Why not :func:`cusum`'s normal theory: on small counts (a city × type sees 0.4–7 incidents a day)
     the standardised residuals are skewed, the baseline's mean and over-dispersion are estimated from six
@@ -305,30 +316,40 @@ def count_cusum(
 
     - the statistic is the quasi-Poisson log-likelihood ratio of a ``shift`` (e.g. +30%) in the level
       μ = observed ÷ expected, the optimal CUSUM for that shift (Lucas 1985), divided by the baseline's
-      dispersion φ;
+      dispersion φ. It is computed on the *known* counts with means μ·E_t·π_t, the likelihood of what
+      has been reported: a recent day counts for what is known of it. (The delay-corrected count K/π
+      has variance ≈ E/π: on the last day, 30% reported, 3× Poisson, and a CUSUM evaluated every day at
+      that noisiest point alarmed 10–20× its nominal rate.)
     - ``h`` is set by a parametric bootstrap of the whole procedure (Gandy & Kvaløy 2013): ``paths``
       series are simulated from the fitted in-control model (negative-binomial-like counts with the
-      baseline's μ, φ and lag-1 autocorrelation, thinned by the nowcast's reported shares), μ and φ are
+      baseline's μ, φ and lag-1 autocorrelation, thinned by the reported shares), μ and φ are
       re-estimated on each simulated baseline, and ``h`` is the smallest level the simulated CUSUMs cross
-      upward at most once per ``arl0`` points. The estimation error, skew, over-dispersion and nowcast
-      noise are therefore in the calibration, and the nominal false-alarm rate is 1/``arl0`` per point.
+      upward at most once per ``arl0`` points. The estimation error, skew, over-dispersion and reporting
+      delay are therefore in the calibration, and the nominal false-alarm rate is 1/``arl0`` per point.
 
-    ``direction`` "up", "down" or "both" (each side calibrated at 2·``arl0``; the larger ratio).
+    ``direction`` "up", "down" or "both" (each side calibrated at 2·``arl0``; the larger ratio). A series
+    whose baseline holds fewer than ``min_events`` incidents is not evaluated (all NaN): with a handful
+    of incidents in six weeks the in-control level is unknown to within a factor of two, and every alarm
+    would be about the baseline, not the present.
     """
     y = np.asarray(counts, dtype="float64")
+    share = np.ones(len(y)) if reported_share is None else np.asarray(reported_share, dtype="float64")
+    share = np.clip(np.nan_to_num(share, nan=1.0), 1e-3, 1.0)
     e = np.asarray(expected, dtype="float64")
     out = np.full(len(y), np.nan)
     if len(y) <= baseline or np.isfinite(y[:baseline]).sum() < 7:
         return out
-    share = np.ones(len(y)) if reported_share is None else np.asarray(reported_share, dtype="float64")
-    model = fit_in_control(y[:baseline], e[:baseline])
+    seen = e * share  # what is expected to be known by as_of
+    model = fit_in_control(y[:baseline], seen[:baseline])
+    if model.events < min_events:
+        return out
     if paths is None:  # about 50 expected up-crossings at the calibrated h over the simulated points
         paths = max(1000, math.ceil(50 * arl0 / (len(y) - baseline)))
     rng = np.random.default_rng(seed)
     sim = _simulate_in_control(model, e, share, baseline, paths, rng)
-    sim_level, sim_disp, _ = _fit_arrays(sim[:, :baseline], e[:baseline])
+    sim_level, sim_disp, _ = _fit_arrays(sim[:, :baseline], seen[:baseline])
     sim_level, sim_disp = sim_level[:, None], sim_disp[:, None]
-    e_mon = np.where(np.isfinite(e[baseline:]), e[baseline:], np.nan)
+    e_mon = np.where(np.isfinite(seen[baseline:]), seen[baseline:], np.nan)
     sides = {"up": [shift], "down": [-abs(shift)], "both": [shift, -abs(shift)]}[direction]
     ratio = np.zeros(len(y) - baseline)
     for side in sides:
@@ -336,6 +357,7 @@ def count_cusum(
         h = _calibrated_h(
             _cusum_path(_llr_increments(sim[:, baseline:], e_mon, sim_level, sim_disp, side)), target
         )
+        h = max(h, abs(math.log1p(side)))  # never alarm on less than one incident's worth of evidence
         path = _cusum_path(_llr_increments(y[baseline:], e_mon, model.level, model.dispersion, side))
         ratio = np.maximum(ratio, path / max(h, 1e-9))
     out[baseline:] = ratio

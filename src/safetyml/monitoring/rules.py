@@ -27,24 +27,26 @@ def rule_signal(
 ) -> np.ndarray:
     """The detector's signal, oriented so that larger means "more alarming".
 
-    ``part`` (the series' rows, sorted by time) gives a ``count_cusum`` its counts (``corrected``), what
-    they are compared with (``expected``, else ``trips``) and the nowcast's ``reported_share``.
+    ``part`` (the series' rows, sorted by time) gives a ``count_cusum`` the incidents known so far
+    (``known``), what they are compared with (``expected``, else ``trips``) and the nowcast's
+    ``reported_share`` of each point.
     """
     d = rule.detector
     per_week = 168 if period == "hour" else 7
     if d.kind == "count_cusum":
-        if part is None or "corrected" not in part:
+        if part is None or "known" not in part:
             raise ValueError(f"rule {rule.id}: count_cusum needs an incident_rate/incident_ratio series")
         base = part["expected"] if "expected" in part else part["trips"]
         share = part.get("reported_share")
         return detectors.count_cusum(
-            part["corrected"].to_numpy(dtype="float64"),
+            part["known"].to_numpy(dtype="float64"),
             base.to_numpy(dtype="float64"),
             baseline=d.baseline_weeks * per_week,
             shift=d.shift,
             arl0=d.arl0,
             reported_share=None if share is None else share.to_numpy(dtype="float64"),
             direction=d.direction,
+            min_events=d.min_events,
             seed=zlib.crc32(f"{rule.id}|{part['series'].iloc[0] if 'series' in part else ''}".encode()),
         )
     if d.kind == "seasonal_z":
