@@ -1,32 +1,42 @@
-"""Challengers, replay and the paired-bootstrap gate, measured on a load run of real trips.
+"""Challengers, replay and the paired-bootstrap gate, measured on load runs of real trips and merchants.
 
-Needs a SAFETYML_HOME (``--home``) whose incident-risk registry holds a champion and a *different*
-challenger version, and the data folder those models were trained on (``--data``), e.g. the champion
-trained with ``safetyml train incident_risk`` and a challenger trained without zone features
-(``experiments/no_zone_features.yaml``'s override, registered). Works on a copy of the home. It:
+Needs a SAFETYML_HOME (``--home``) whose registry holds, for each task, a champion and a *different*
+``challenger`` version, and the data folder those models were trained on (``--data``). ``--train-challengers``
+trains deliberately worse challengers into ``--home`` first (incident risk without zone features, as
+``experiments/no_zone_features.yaml``; merchant credit on three weak features), one Optuna trial each, when a
+task's challenger is the champion itself. Everything else works on copies of the home. It:
 
 1. materializes the online store ``--window-days`` before the data's last trip (so the scored trips'
-   outcomes are not in their features) and takes the trips of the next ``--window-days - 7`` days;
-2. **response path**: scores them in process with ``--concurrency`` threads (closed loop, audit log on,
-   fsync on) with no challenger, then with a shadow challenger in every market, alternating ``--rounds``
-   times; prints p50/p99 per request of each and the difference of the medians over rounds; then checks
-   every audited decision of the shadow runs has its challenger score;
-3. **replay**: replays every decision of the load run with the version it names and counts exact matches
-   (score, reasons, action);
-4. **gate**: the challenger report on the shadow decisions with labels: agreement, swaps, the paired
-   bootstrap CI and the gate's verdict; then the same with the two versions' roles swapped (the
-   champion as challenger of the other), so a worse and a better challenger are both shown.
+   outcomes are not in their features) and takes ``--trips`` trips of the next ``--window-days - 7`` days;
+2. **shadow bar over HTTP**: starts the real service twice (``safetyml serve``, ``--workers``), one with
+   no challenger and one with a shadow challenger of both tasks in every market (``SAFETYML_POLICIES``),
+   each on its own copy of the home, and drives them with ``wrk`` at ``--concurrency`` connections for
+   ``--duration`` s, alternating which goes first, ``--rounds`` times; prints p50/p99 of each run and the
+   difference of the medians over rounds (the bar: p99 +1 ms at most). Then, servers stopped, checks that
+   every decision id the shadow service answered is in the audit log **and has its challenger score**;
+3. optionally (``--inprocess-rounds``) the same comparison in process (``Scorer.score_trip``, 8 threads),
+   with the request threads' own CPU per request;
+4. **merchant credit**: a store materialized ``horizon + 10`` days before the data's end, every merchant
+   scored in process with the shadow challenger (``as_of`` = the store's), labels matured over the horizon;
+5. **replay**: replays every decision of the load runs with the version it names (exact score, reasons,
+   action);
+6. **gates**: the challenger report of each task (coverage, agreement, swaps, paired bootstrap CI and the
+   gate's verdict), then the same rows with the roles swapped (the champion as challenger of the other).
 
-Usage: ``python benchmarks/bench_challengers.py --home DIR --data DIR [--trips 3000] [--concurrency 8]
-[--rounds 3] [--boot 1000]``. The load average is printed with each figure.
+Usage: ``flock /tmp/safetyml-heavy.lock python benchmarks/bench_challengers.py --home DIR --data DIR
+[--trips 3000] [--concurrency 8] [--rounds 5] [--duration 30] [--workers 2] [--boot 1000]``. The load
+average is printed with each figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -36,13 +46,48 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serving import _free_port, missing_from_audit, start_server, wrk_load  # noqa: E402
+
+# deliberately worse challengers (--train-challengers)
+WORSE = {
+    "incident_risk": {"features": {"exclude_entities": ["zone"]}},  # experiments/no_zone_features.yaml
+    "merchant_credit": {
+        "features": {
+            "include": ["merchant_category", "merchant_sales_volatility_30d", "merchant_refund_rate_30d"]
+        }
+    },
+}
+NO_STATE = shutil.ignore_patterns("audit*", "serving_*", "online_store*", "bench_server.log")
+
 
 def load() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
 
 
-def policies_with(folder: Path, challenger: str | None) -> Path:
-    """A copy of the shipped policies with (or without) a shadow ``challenger`` in every market."""
+def names() -> dict[str, str]:
+    from safetyml.tasks import TASKS
+    from safetyml.training.config import load_training_config
+
+    return {task: load_training_config(task).registered_model_name for task in TASKS}
+
+
+def train_challengers(data: Path, seed: int) -> None:
+    """Train WORSE[task] as the challenger of each task whose challenger alias is the champion itself."""
+    from safetyml import tracking
+    from safetyml.training.pipeline import train
+
+    for task, name in names().items():
+        champion, challenger = tracking.get_alias(name, "champion"), tracking.get_alias(name, "challenger")
+        if challenger is not None and champion is not None and challenger.version != champion.version:
+            continue
+        t0 = time.perf_counter()
+        train(task, data, trials=1, seed=seed, config_overrides=WORSE[task], progress=False)
+        print(f"trained a worse {task} challenger in {time.perf_counter() - t0:.0f} s ({load()})", flush=True)
+
+
+def policies_with(folder: Path, challengers: list[str]) -> Path:
+    """A copy of the shipped policies with a shadow challenger of each spec in every market (none: [])."""
     import yaml
 
     from safetyml import paths
@@ -50,7 +95,7 @@ def policies_with(folder: Path, challenger: str | None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for path in (paths.project_dir() / "serving" / "policies").glob("*.yaml"):
         raw = yaml.safe_load(path.read_text())
-        raw["challengers"] = [{"model": challenger, "mode": "shadow"}] if challenger else []
+        raw["challengers"] = [{"model": spec, "mode": "shadow"} for spec in challengers]
         (folder / path.name).write_text(yaml.safe_dump(raw, allow_unicode=True))
     return folder
 
@@ -90,45 +135,272 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000, q))
 
 
+def compare(runs: dict[str, list[dict[str, float]]], what: str) -> float:
+    """Print the medians over rounds of each configuration; returns the p99 difference (shadow - none)."""
+    for kind in runs:
+        p50 = statistics.median(x["p50"] for x in runs[kind])
+        p99 = statistics.median(x["p99"] for x in runs[kind])
+        print(f"{what} median over {len(runs[kind])} rounds, {kind:6s}: p50 {p50:.2f} ms  p99 {p99:.2f} ms")
+    med = {k: {q: statistics.median(x[q] for x in runs[k]) for q in ("p50", "p99")} for k in runs}
+    d50, d99 = (med["shadow"][q] - med["none"][q] for q in ("p50", "p99"))
+    paired = [s["p99"] - n["p99"] for s, n in zip(runs["shadow"], runs["none"], strict=True)]
+    print(
+        f"{what}: the shadow challenger adds p50 {d50:+.2f} ms, p99 {d99:+.2f} ms (bar: p99 ≤ +1 ms); "
+        f"per-round p99 differences {', '.join(f'{d:+.2f}' for d in paired)}"
+    )
+    return d99
+
+
+def http_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: list[Any], specs: list[str]):
+    """Both services up, alternating wrk runs; returns (shadow home, decision ids the shadow one answered)."""
+    bodies = [r.model_dump(mode="json") for r in requests]
+    homes = {kind: work / f"http_{kind}" for kind in ("none", "shadow")}
+    folders = {
+        "none": policies_with(work / "pol_none", []),
+        "shadow": policies_with(work / "pol_shadow", specs),
+    }
+    servers: dict[str, Any] = {}
+    token = secrets.token_hex(16)
+    urls: dict[str, str] = {}
+    received: dict[str, set[str]] = {"none": set(), "shadow": set()}
+    runs: dict[str, list[dict[str, float]]] = {"none": [], "shadow": []}
+    try:
+        for kind, target in homes.items():
+            shutil.copytree(home, target, ignore=shutil.ignore_patterns("audit*", "serving_*"))
+            os.environ["SAFETYML_POLICIES"] = str(folders[kind])
+            port = _free_port()
+            t0 = time.perf_counter()
+            servers[kind] = start_server(port, token, target, args.workers)
+            urls[kind] = f"http://127.0.0.1:{port}"
+            print(f"service '{kind}' ready in {time.perf_counter() - t0:.0f} s on {urls[kind]}", flush=True)
+        os.environ.pop("SAFETYML_POLICIES", None)
+        for kind in ("none", "shadow"):  # warm both: the first requests fill caches
+            received[kind] |= set(
+                wrk_load(urls[kind], token, bodies, 5, args.concurrency, work / kind)["ids"]
+            )
+        for r in range(args.rounds):
+            for kind in ("none", "shadow") if r % 2 == 0 else ("shadow", "none"):
+                out = wrk_load(urls[kind], token, bodies, args.duration, args.concurrency, work / kind)
+                received[kind] |= set(out["ids"])
+                errors = out["non2xx"] + out["socket_errors"]
+                runs[kind].append({"p50": out["p50"], "p99": out["p99"]})
+                print(
+                    f"HTTP round {r + 1} {kind:6s}: p50 {out['p50']:.2f} ms  p99 {out['p99']:.2f} ms  "
+                    f"{out['rps']:.0f} req/s ({out['n']} answers, {errors} errors; c={args.concurrency}, "
+                    f"{args.workers} workers; load {out['load_before']:.1f}→{out['load_after']:.1f})",
+                    flush=True,
+                )
+    finally:
+        for process in servers.values():  # a normal stop: the shadow writer writes what is queued
+            process.send_signal(signal.SIGTERM)
+        for process in servers.values():
+            process.wait(180)
+    compare(runs, "HTTP")
+    from safetyml.scoring.challengers import read_challenger_scores
+
+    for kind, target in homes.items():
+        missing = missing_from_audit(target, received[kind])
+        print(
+            f"service '{kind}': {len(received[kind]):,} decisions answered, {missing} missing from the audit"
+        )
+    scored = set(read_challenger_scores(homes["shadow"] / "audit.sqlite")["decision_id"])
+    lacking = len(received["shadow"] - scored)
+    print(
+        f"shadow service: {len(received['shadow']):,} decisions answered, {lacking} without their challenger "
+        f"score (bar: 0); challenger scores recorded: {len(scored):,}"
+    )
+    return homes
+
+
+def inprocess_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: list[Any], spec: str):
+    """The same comparison in process (no HTTP): request-path latency and CPU."""
+    from safetyml.scoring.audit import AuditLog
+    from safetyml.scoring.scorer import Scorer
+
+    audits = {k: AuditLog(work / f"inproc_{k}" / "audit.sqlite") for k in ("none", "shadow")}
+    store = home / "online_store.sqlite"
+    scorers = {
+        "none": Scorer.from_registry(store_path=store, audit=audits["none"],
+                                     policies_dir=policies_with(work / "pol_none", [])),
+        "shadow": Scorer.from_registry(store_path=store, audit=audits["shadow"],
+                                       policies_dir=policies_with(work / "pol_shadow_trip", [spec])),
+    }  # fmt: skip
+    runs: dict[str, list[dict[str, float]]] = {"none": [], "shadow": []}
+    for scorer in scorers.values():
+        closed_loop(scorer, requests[:200], args.concurrency)
+    for r in range(args.inprocess_rounds):
+        for kind in ("none", "shadow") if r % 2 == 0 else ("shadow", "none"):
+            cpu: list[float] = []
+            before = load()
+            lat = closed_loop(scorers[kind], requests, args.concurrency, cpu)
+            runs[kind].append({"p50": pct(lat, 50), "p99": pct(lat, 99)})
+            print(
+                f"in-process round {r + 1} {kind:6s}: p50 {pct(lat, 50):.2f} ms  p99 {pct(lat, 99):.2f} ms  "
+                f"request-thread CPU {np.mean(cpu) * 1000:.3f} ms/request ({before})",
+                flush=True,
+            )
+    scorers["shadow"].shadow.flush(120)
+    print(f"in-process shadow writer: {scorers['shadow'].shadow.stats()}")
+    compare(runs, "in process")
+    for audit in audits.values():
+        audit.close()
+    scorers["shadow"].shadow.close()
+
+
+def credit_run(home: Path, work: Path, tables: Any, specs: list[str]) -> Path:
+    """Every merchant scored in process with a shadow credit challenger, from a store old enough for the
+    90-day labels to have matured. Returns the audit store."""
+    from safetyml.features.definitions import load_feature_set
+    from safetyml.features.online import OnlineStore, materialize
+    from safetyml.scoring.audit import AuditLog
+    from safetyml.scoring.schemas import MerchantScoreRequest
+    from safetyml.scoring.scorer import Scorer, store_as_of
+    from safetyml.training.config import load_training_config
+
+    horizon = load_training_config("merchant_credit").label.horizon_days
+    target = work / "credit"
+    shutil.copytree(home, target, ignore=NO_STATE)
+    end = max(tables.merchant_ledger["event_at"].max(), tables.credit_events["event_at"].max())
+    as_of = end - pd.Timedelta(days=horizon + 10)
+    store = OnlineStore.open(target / "online_store.sqlite")
+    materialize(tables, load_feature_set(), as_of=as_of, store=store)
+    store.close()
+    audit = AuditLog(target / "audit.sqlite")
+    scorer = Scorer.from_registry(
+        store_path=target / "online_store.sqlite", audit=audit,
+        policies_dir=policies_with(work / "pol_shadow_credit", specs),
+    )  # fmt: skip
+    stamp = store_as_of(scorer.store)
+    merchants = sorted(tables.merchants["merchant_id"])
+    t0 = time.perf_counter()
+    for start in range(0, len(merchants), 500):
+        batch = [MerchantScoreRequest(merchant_id=m, as_of=stamp) for m in merchants[start : start + 500]]
+        with audit.batch():
+            scorer.score_merchants(batch)
+    scorer.shadow.flush(120)
+    audit.flush(120)
+    print(
+        f"merchant credit: {len(merchants):,} merchants scored as of {stamp:%Y-%m-%d} "
+        f"(data end {end:%Y-%m-%d}) "
+        f"in {time.perf_counter() - t0:.1f} s with the shadow challenger; writer {scorer.shadow.stats()}"
+    )
+    audit.close()
+    scorer.shadow.close()
+    return target / "audit.sqlite"
+
+
+def replay_all(stores: list[Path], policies: Any) -> None:
+    from safetyml.scoring.audit import get_decision, read_decisions
+    from safetyml.scoring.replay import Replayer
+
+    decisions = pd.concat([read_decisions(path=p).assign(store=str(p)) for p in stores], ignore_index=True)
+    replayer = Replayer(policies=policies)
+    t0 = time.perf_counter()
+    exact = same_reasons = same_action = 0
+    for decision_id, store in zip(decisions["decision_id"], decisions["store"], strict=True):
+        result = replayer.replay(get_decision(decision_id, Path(store)), with_champion=False)
+        exact += result.score_identical
+        same_reasons += result.reasons_identical
+        same_action += result.action_identical
+    took = time.perf_counter() - t0
+    by_task = decisions["task"].value_counts().to_dict()
+    print(
+        f"replay: {len(decisions):,} decisions {by_task}; score identical {exact:,}, reasons identical "
+        f"{same_reasons:,}, action identical {same_action:,} ({took:.1f} s, "
+        f"{took / max(len(decisions), 1) * 1000:.2f} ms each; {load()})"
+    )
+
+
+def gate(task: str, path: Path, tables: Any, boot: int, seed: int) -> None:
+    from safetyml.scoring.challenger_report import challenger_report, paired_bootstrap
+
+    t0 = time.perf_counter()
+    rep = challenger_report(task, path=path, tables=tables, n_boot=boot, seed=seed)
+    cov = rep.coverage
+    print(
+        f"\n{task}: challenger v{', v'.join(rep.challenger_versions)} (shadow) vs champion "
+        f"v{', v'.join(rep.champion_versions)}: {len(rep.pairs):,} decision pairs; coverage "
+        f"{int(cov['decisions'].sum()):,} decisions since the first shadow score, {rep.missing} missing "
+        f"their challenger score; {rep.label_note}"
+    )
+    print(rep.agreement.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    swapped = int(rep.swaps["decisions"].sum()) if len(rep.swaps) else 0
+    print(
+        f"swap set: {swapped:,} of {len(rep.pairs):,} decisions would change action; top: "
+        + "; ".join(f"{a}→{b} {n}" for a, b, n in rep.swaps.head(4).itertuples(index=False))
+    )
+    if rep.bootstrap is None:
+        return
+    verdict = "ALLOWS promotion" if rep.gate else "REFUSES promotion"
+    print(
+        f"gate {verdict}: {rep.bootstrap.describe(rep.margin)} ({time.perf_counter() - t0:.0f} s, {load()})"
+    )
+    rows = rep.pairs[rep.pairs["label"].notna()].drop_duplicates("label_key").sort_values("label_key")
+    reverse = paired_bootstrap(
+        rows["label"].to_numpy(), rows["p_challenger"].to_numpy(), rows["p_champion"].to_numpy(),
+        rep.bootstrap.metric, n_boot=boot, seed=seed,
+    )  # fmt: skip
+    verdict = "ALLOWS promotion" if reverse.passes(rep.margin) else "REFUSES promotion"
+    print(
+        f"roles swapped (the champion as the other's challenger): gate {verdict}: "
+        f"{reverse.describe(rep.margin)}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument(
+        "--train-challengers", action="store_true", help="train worse challengers into --home"
+    )
     parser.add_argument("--trips", type=int, default=3000)
     parser.add_argument("--window-days", type=int, default=28)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of each wrk run")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--inprocess-rounds", type=int, default=0)
     parser.add_argument("--boot", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("SAFETYML_AUDIT_URL", None)
+    os.environ["SAFETYML_AUDIT_FSYNC"] = "1"
+    if args.train_challengers:
+        os.environ["SAFETYML_HOME"] = str(args.home)
+        train_challengers(args.data, args.seed)
     work = Path(tempfile.mkdtemp(prefix="bench_challengers_"))
     home = work / "home"
-    shutil.copytree(args.home, home, ignore=shutil.ignore_patterns("audit*", "serving_*", "online_store*"))
+    shutil.copytree(args.home, home, ignore=NO_STATE)
     os.environ["SAFETYML_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ["SAFETYML_AUDIT_FSYNC"] = "1"
 
     from safetyml import tracking
     from safetyml.features.definitions import load_feature_set
     from safetyml.features.online import OnlineStore, materialize
-    from safetyml.scoring.audit import AuditLog, read_decisions
-    from safetyml.scoring.challenger_report import challenger_report, trip_requests
-    from safetyml.scoring.replay import Replayer
-    from safetyml.scoring.scorer import Scorer
+    from safetyml.scoring.challenger_report import trip_requests
+    from safetyml.scoring.policies import load_policies
     from safetyml.tables import load_tables
-    from safetyml.training.config import load_training_config
 
-    name = load_training_config("incident_risk").registered_model_name
-    champion, challenger = tracking.get_alias(name, "champion"), tracking.get_alias(name, "challenger")
-    assert champion and challenger and champion.version != challenger.version, "need champion != challenger"
-    print(f"{name}: champion v{champion.version}, challenger v{challenger.version}; {load()}", flush=True)
+    specs: dict[str, str] = {}  # task -> challenger spec, for the tasks with a challenger of their own
+    for task, name in names().items():
+        champion, challenger = tracking.get_alias(name, "champion"), tracking.get_alias(name, "challenger")
+        if not champion or not challenger or champion.version == challenger.version:
+            print(f"{name}: no challenger other than the champion: {task} left out (--train-challengers)")
+            continue
+        print(f"{name}: champion v{champion.version}, challenger v{challenger.version}", flush=True)
+        specs[task] = f"{name}@challenger"
+    assert "incident_risk" in specs, "the shadow bar needs an incident_risk challenger"
+    print(f"{os.cpu_count()} cpus; {load()}; work folder {work}", flush=True)
 
     tables = load_tables(args.data)
     end = tables.trips["requested_at"].max()
     as_of = end - pd.Timedelta(days=args.window_days)
     t0 = time.perf_counter()
-    materialize(tables, load_feature_set(), as_of=as_of, store=OnlineStore.open())
+    store = OnlineStore.open(home / "online_store.sqlite")
+    materialize(tables, load_feature_set(), as_of=as_of, store=store)
+    store.close()
     window = tables.trips[
         (tables.trips["requested_at"] >= as_of)
         & (tables.trips["requested_at"] < end - pd.Timedelta(days=7))  # a week for incidents to be reported
@@ -141,141 +413,16 @@ def main() -> None:
         flush=True,
     )
 
-    # ------------------------------------------------------------------ response path
-    spec = f"{name}@challenger"
-    runs: dict[str, list[dict[str, float]]] = {"none": [], "shadow": []}
-    audit_path = home / "audit.sqlite"  # the shadow runs' decisions (the plain runs' go to their own store)
-    audit, plain_audit = AuditLog(audit_path), AuditLog(home / "audit_plain.sqlite")
-    plain = Scorer.from_registry(audit=plain_audit, policies_dir=policies_with(work / "pol_none", None))
-    shadowed = Scorer.from_registry(audit=audit, policies_dir=policies_with(work / "pol_shadow", spec))
-    assert shadowed.shadow is not None and not plain.bundle.challengers
-    warm = requests[:200]
-    closed_loop(plain, warm, args.concurrency)
-    closed_loop(shadowed, warm, args.concurrency)
-    for r in range(args.rounds):
-        for kind, scorer in (
-            (("none", plain), ("shadow", shadowed)) if r % 2 == 0 else (("shadow", shadowed), ("none", plain))
-        ):
-            before = load()
-            cpu: list[float] = []
-            lat = closed_loop(scorer, requests, args.concurrency, cpu)
-            runs[kind].append(
-                {
-                    "p50": pct(lat, 50),
-                    "p99": pct(lat, 99),
-                    "n": len(lat),
-                    "load": before,
-                    "cpu": np.mean(cpu) * 1000,
-                }
-            )
-            last = runs[kind][-1]
-            print(
-                f"round {r + 1} {kind:6s}: p50 {last['p50']:.2f} ms  p99 {last['p99']:.2f} ms  "
-                f"response-path CPU {last['cpu']:.3f} ms/request "
-                f"({len(lat)} requests, concurrency {args.concurrency}; {before})",
-                flush=True,
-            )
-    shadowed.shadow.flush(120)
-    audit.flush(120)
-    plain_audit.flush(120)
-    print(f"shadow writer: {shadowed.shadow.stats()}")
-    for kind in runs:
-        p50 = statistics.median(x["p50"] for x in runs[kind])
-        p99 = statistics.median(x["p99"] for x in runs[kind])
-        cpu_ms = statistics.median(x["cpu"] for x in runs[kind])
-        print(
-            f"median over rounds, {kind:6s}: p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
-            f"response-path CPU {cpu_ms:.3f} ms"
-        )
-    d50 = statistics.median(x["p50"] for x in runs["shadow"]) - statistics.median(
-        x["p50"] for x in runs["none"]
-    )
-    d99 = statistics.median(x["p99"] for x in runs["shadow"]) - statistics.median(
-        x["p99"] for x in runs["none"]
-    )
-    print(f"shadow challenger adds: p50 {d50:+.2f} ms, p99 {d99:+.2f} ms (bar: p99 ≤ +1 ms)")
-
-    # the shadow's own CPU, off the response path, on 1,000 requests: as one-request jobs, and merged as the
-    # shadow thread merges what gathers between its wake-ups
-    from safetyml.scoring.challengers import ShadowJob, merge_jobs, score_job
-
-    rows, _, cities = shadowed.trip_rows(requests[:1000])
-    loaded = next(iter(shadowed.bundle.challengers.loaded.values()))
-    policy, served = shadowed.policies.for_city(cities[0]), shadowed.bundle.models["incident_risk"].features
-    jobs = [
-        ShadowJob("incident_risk", [row], [(0, f"d{i}", policy, served, [loaded], [])])
-        for i, row in enumerate(rows)
-    ]
-    for label, work_jobs in (("one-request jobs", jobs), ("merged", merge_jobs(jobs))):
-        t0 = time.process_time()
-        for job in work_jobs:
-            score_job(job)
-        cpu = (time.process_time() - t0) / len(rows) * 1000
-        print(f"shadow scoring CPU off the response path, {label}: {cpu:.3f} ms per decision ({load()})")
-
-    report = challenger_report(
-        "incident_risk", path=audit_path, tables=tables, n_boot=args.boot, seed=args.seed
-    )
-    cov = report.coverage
-    print(
-        f"coverage: {int(cov['decisions'].sum())} decisions since the first shadow score, "
-        f"{report.missing} missing their challenger score (bar: 0)"
-    )
-
-    # ------------------------------------------------------------------ replay
-    stores = (audit_path, home / "audit_plain.sqlite")
-    decisions = pd.concat([read_decisions(path=p).assign(store=str(p)) for p in stores], ignore_index=True)
-    replayer = Replayer(policies=shadowed.policies)
-    t0 = time.perf_counter()
-    exact = same_reasons = same_action = 0
-    from safetyml.scoring.audit import get_decision
-
-    for decision_id, store in zip(decisions["decision_id"], decisions["store"], strict=True):
-        result = replayer.replay(get_decision(decision_id, Path(store)), with_champion=False)
-        exact += result.score_identical
-        same_reasons += result.reasons_identical
-        same_action += result.action_identical
-    took = time.perf_counter() - t0
-    print(
-        f"replay: {len(decisions)} decisions; score identical {exact}, reasons identical {same_reasons}, "
-        f"action identical {same_action} ({took:.1f} s, {took / max(len(decisions), 1) * 1000:.2f} ms each; "
-        f"{load()})"
-    )
-
-    # ------------------------------------------------------------------ gate
-    def show(rep: Any, label: str) -> None:
-        print(f"\n{label}: {len(rep.pairs)} decision pairs; {rep.label_note}")
-        print(rep.agreement.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        swapped = int(rep.swaps["decisions"].sum()) if len(rep.swaps) else 0
-        print(
-            f"swap set: {swapped} decisions would change action; top: "
-            + "; ".join(f"{a}→{b} {n}" for a, b, n in rep.swaps.head(4).itertuples(index=False))
-        )
-        if rep.bootstrap is not None:
-            verdict = "ALLOWS promotion" if rep.gate else "REFUSES promotion"
-            print(f"gate {verdict}: {rep.bootstrap.describe(rep.margin)}")
-
-    show(report, f"challenger v{challenger.version} (shadow) vs champion v{champion.version}")
-    # the same pairs, roles swapped: the champion as the challenger of the other version
-    from safetyml.scoring.challenger_report import paired_bootstrap
-
-    pairs = report.pairs[report.pairs["label"].notna()].drop_duplicates("label_key").sort_values("label_key")
-    reverse = paired_bootstrap(
-        pairs["label"].to_numpy(),
-        pairs["p_challenger"].to_numpy(),
-        pairs["p_champion"].to_numpy(),
-        "pr_auc",
-        n_boot=args.boot,
-        seed=args.seed,
-    )
-    verdict = "ALLOWS promotion" if reverse.passes(report.margin) else "REFUSES promotion"
-    print(
-        f"\nroles swapped (v{champion.version} as challenger of v{challenger.version}): gate {verdict}: "
-        f"{reverse.describe(report.margin)}"
-    )
-    audit.close()
-    plain_audit.close()
-    shadowed.shadow.close()
+    homes = http_shadow_bar(args, home, work, requests, list(specs.values()))
+    if args.inprocess_rounds:
+        inprocess_shadow_bar(args, home, work, requests, specs["incident_risk"])
+    stores = {"incident_risk": homes["shadow"] / "audit.sqlite"}
+    if "merchant_credit" in specs:
+        stores["merchant_credit"] = credit_run(home, work, tables, list(specs.values()))
+    policies = load_policies(policies_with(work / "pol_replay", []))
+    replay_all([*stores.values(), homes["none"] / "audit.sqlite"], policies)
+    for task, path in stores.items():
+        gate(task, path, tables, args.boot, args.seed)
     print(f"\nwork folder {work}; {load()}")
 
 
