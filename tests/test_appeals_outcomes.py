@@ -178,11 +178,15 @@ def test_cli_appeal_appeals_and_show(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_an_unreachable_postgres_audit_store_is_a_clear_error_without_the_password(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from safetyml.scoring.side_tables import SideTableError
+    from safetyml.cli import app
 
     monkeypatch.setenv("SAFETYML_AUDIT_URL", "postgresql://audit:s3cret@nowhere.invalid/audit")
     expected = r"appeals: cannot open the audit store postgresql://nowhere"
-    with pytest.raises(SideTableError, match=expected) as e:
+    with pytest.raises(AppealError, match=expected) as e:
         read_appeals(tmp_path / "audit.sqlite")
     assert "s3cret" not in str(e.value)
     assert not (tmp_path / "audit.sqlite").exists()  # appeals never fall back to a different store
+    monkeypatch.setenv("SAFETYML_HOME", str(tmp_path))
+    listed = CliRunner().invoke(app, ["decisions", "appeals"])
+    assert listed.exit_code == 2 and "cannot open the audit store" in listed.output
+    assert "s3cret" not in listed.output and "Traceback" not in listed.output

@@ -148,8 +148,8 @@ def appeals(
     """List recorded appeals and the overturn rate by market, task, action and reason code."""
     from safetyml.scoring.appeals import AppealError, overturn_rates, read_appeals
 
-    frame = read_appeals()
     try:
+        frame = read_appeals()
         rates = {b: overturn_rates(frame, b) for b in by}
     except AppealError as exc:
         fail(str(exc))

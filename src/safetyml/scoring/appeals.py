@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from safetyml.errors import SafetymlError
-from safetyml.scoring.side_tables import SideSchema, SideTables, append_only_postgres
+from safetyml.scoring.side_tables import SideSchema, SideTableError, SideTables, append_only_postgres
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,7 +106,10 @@ class Appeal:
 
 
 def _connect(path: Path | None) -> SideTables:
-    return SideTables(path, _SCHEMA)
+    try:
+        return SideTables(path, _SCHEMA)
+    except SideTableError as exc:  # e.g. PostgreSQL unreachable: the commands say so, no traceback
+        raise AppealError(str(exc)) from None
 
 
 def _order(tables: SideTables) -> str:
