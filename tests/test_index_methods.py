@@ -53,16 +53,17 @@ def test_posterior_draws_centre_on_the_shrunk_rate():
     np.testing.assert_allclose(plug_in.mean(axis=0), shrink.shrink(num, den, groups), rtol=0.05)
     spread = plug_in.std(axis=0)[:, 0] / plug_in.mean(axis=0)[:, 0]  # relative posterior spread
     assert spread[np.argmin(den[:, 0])] > spread[np.argmax(den[:, 0])]
-    # redrawing the prior (Laird-Louis) widens every unit's posterior and keeps it near the shrunk rate
+    # drawing the prior's m and κ too (hierarchical Bayes) widens the posterior, near the shrunk rate
     hyper = shrink.posterior_draws(num, den, groups, 4000, np.random.default_rng(3))
-    np.testing.assert_allclose(hyper.mean(axis=0), shrink.shrink(num, den, groups), rtol=0.15)
+    gap = np.abs(hyper.mean(axis=0) / shrink.shrink(num, den, groups) - 1)
+    assert np.median(gap) < 0.05 and gap.max() < 0.25
     assert (hyper.std(axis=0) / plug_in.std(axis=0)).mean() > 1.0
 
 
 def test_posterior_intervals_with_redrawn_prior_cover_the_true_rates_at_nominal():
     """100 cities of 40 zones with Gamma-distributed true rates, a handful of incidents each. With the
-    true prior the 90% intervals hold 89.6% of true rates; with m and A estimated and fixed 82%; redrawing
-    them (Laird-Louis) recovers part of the gap."""
+    true prior the 90% intervals hold 89.6% of true rates; with m and A estimated and fixed 82%; with m
+    and κ drawn from their posteriors (flat prior on κ) 89.4%."""
     rng = np.random.default_rng(11)
     groups = np.repeat(np.arange(100), 40)
     den = rng.integers(200, 3000, len(groups)).astype(float)[:, None]
@@ -74,8 +75,7 @@ def test_posterior_intervals_with_redrawn_prior_cover_the_true_rates_at_nominal(
         draws = shrink.posterior_draws(num, den, groups, 600, np.random.default_rng(5), hyper=hyper)
         low, high = np.quantile(draws, [0.05, 0.95], axis=0)
         cover[hyper] = float(((truth >= low) & (truth <= high)).mean())
-    assert cover[False] < 0.84 and 0.84 <= cover[True] <= 0.95
-    assert cover[True] > cover[False] + 0.01
+    assert cover[False] < 0.84 and 0.87 <= cover[True] <= 0.93
 
 
 def test_skew_and_kurtosis_are_scipys():
