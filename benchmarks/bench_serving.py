@@ -5,9 +5,11 @@ leaves one). It starts the real service (``safetyml serve``) on a free loopback 
 
 - in process: ``Scorer.score_trip`` latency (p50/p95/p99), no HTTP, with the audit log off and on (on = the
   service's guarantee: the decision is fsync'd to the journal before the call returns);
-- HTTP, concurrency 1: ``POST /score_trip`` latency with a keep-alive Python client;
+- HTTP, concurrency 1: ``POST /score_trip`` latency with a keep-alive Python client, and with ``wrk`` at one
+  connection (a C client: what the server adds, without the Python client's own ~0.3 ms);
 - HTTP, concurrency N (default 8): ``wrk`` (Debian package ``wrk``) requests/s and latency; every decision
   id it receives is kept;
+- ``--ceiling 16,32``: ``wrk`` at those concurrencies too; the highest req/s of all runs is the ceiling;
 - ``--soak S``: ``wrk`` for S seconds at ``--soak-concurrency`` (default 16): errors, RSS growth of all the
   service's processes;
 - ``--kills K``: a ``wrk`` run during which one worker is killed with SIGKILL K times: errors, time back to
@@ -15,7 +17,9 @@ leaves one). It starts the real service (``safetyml serve``) on a free loopback 
 - at the end (server stopped): every decision id any ``wrk`` run received must be in the audit log.
 
 Usage: ``python benchmarks/bench_serving.py [--duration 30] [--concurrency 8] [--workers 2] [--soak 300]
-[--kills 3] [--home DIR]``. The load average is printed beside each figure: on a shared machine it is part
+[--kills 3] [--ceiling 16,32] [--home DIR]``; the service's knobs come from the environment
+(``SAFETYML_SERVE_THREADS``, ``SAFETYML_AUDIT_FSYNC``, ``SAFETYML_SERVE_ACCESS_LOG``, ...). The load
+average is printed beside each figure: on a shared machine it is part
 of the measurement.
 """
 
@@ -255,7 +259,7 @@ def wrk_load(
     result = subprocess.run(
         [
             "wrk",
-            "-t2",
+            f"-t{min(2, concurrency)}",
             f"-c{concurrency}",
             f"-d{int(duration)}s",
             "--latency",
@@ -411,6 +415,9 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=None, help="SAFETYML_HOME (default: the environment's)")
     parser.add_argument("--requests", type=int, default=500, help="distinct trip requests to cycle through")
     parser.add_argument(
+        "--ceiling", default="", help="more wrk concurrencies (e.g. 16,32): the req/s ceiling"
+    )
+    parser.add_argument(
         "--project",
         type=Path,
         default=REPO,
@@ -456,9 +463,18 @@ def main() -> None:
         serial = http_load(url, token, requests, args.duration, 1, process.pid)
         serial.update(load_before=before, load_after=os.getloadavg()[0])
         rows.append(("HTTP c=1 (Python keep-alive client)", serial))
+        serial_wrk = wrk_load(url, token, requests, args.duration, 1, work)
+        received |= set(serial_wrk["ids"])
+        rows.append(("HTTP c=1 (wrk)", serial_wrk))
         parallel = wrk_load(url, token, requests, args.duration, args.concurrency, work)
         received |= set(parallel["ids"])
         rows.append((f"HTTP c={args.concurrency} (wrk)", parallel))
+        ceiling = [(args.concurrency, parallel["rps"])]
+        for concurrency in [int(c) for c in args.ceiling.split(",") if c.strip()]:
+            run = wrk_load(url, token, requests, args.duration, concurrency, work)
+            received |= set(run["ids"])
+            rows.append((f"HTTP c={concurrency} (wrk)", run))
+            ceiling.append((concurrency, run["rps"]))
         if args.soak:
             rss_before = service_rss_mb(process.pid)
             soak = wrk_load(url, token, requests, args.soak, args.soak_concurrency, work)
@@ -497,12 +513,14 @@ def main() -> None:
         print(line)
     print(f"decision ids received by wrk: {len(received):,}; missing from the audit log: {missing}")
     bare, durable = rows[0][1], rows[1][1]
+    best = max(ceiling, key=lambda pair: pair[1])
     print(
-        f"\nbars: HTTP c=1 p50 {serial['p50']:.2f} ms vs in-process p50 {durable['p50']:.2f} ms with the "
-        f"durable audit (+{serial['p50'] - durable['p50']:.2f} ms; bar +1.5) "
+        f"\nbars: HTTP c=1 p50 {serial['p50']:.2f} ms (Python client) / {serial_wrk['p50']:.2f} ms (wrk) vs "
+        f"in-process p50 {durable['p50']:.2f} ms with the durable audit "
+        f"(+{serial['p50'] - durable['p50']:.2f} / +{serial_wrk['p50'] - durable['p50']:.2f} ms; bar +1.5) "
         f"and {bare['p50']:.2f} ms without it; "
         f"c={args.concurrency} p99 {parallel['p99']:.1f} ms (bar 30), {parallel['rps']:.0f} req/s (bar 400); "
-        f"missing decisions {missing} (bar 0)"
+        f"ceiling {best[1]:.0f} req/s (at c={best[0]}); missing decisions {missing} (bar 0)"
     )
     load = os.getloadavg()
     print(

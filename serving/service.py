@@ -21,7 +21,7 @@ from safetyml.scoring.auth import BearerAuth
 from safetyml.scoring.http import RequestLimits, error_response
 from safetyml.scoring.metrics import ServiceMetrics
 from safetyml.scoring.reload import ScorerHost
-from safetyml.scoring.startup import metadata_app, prepare, require_request_bodies
+from safetyml.scoring.startup import metadata_app, prepare, require_request_bodies, service_options
 
 SETTINGS = ServeSettings.from_env()
 prepare(SETTINGS)  # logging; an invalid policy file stops start-up here
@@ -34,8 +34,7 @@ _HOST: dict[str, ScorerHost] = {}  # this worker's scorer host, for the /metadat
     workers=SETTINGS.workers,
     threads=SETTINGS.threads,
     traffic={"timeout": 30},
-    logging={"access": {"enabled": SETTINGS.access_log}},
-    tracing={"sample_rate": SETTINGS.trace_rate},
+    **service_options(SETTINGS),  # access log and tracing: off unless asked (they cost on every request)
 )
 @bentoml.asgi_app(metadata_app(_HOST, SETTINGS), path="/")
 class SafetyScoring:

@@ -256,3 +256,32 @@ def test_concurrent_callers_share_commits_and_lose_nothing(tmp_path: Path) -> No
     log.close()
     stored = read_decisions(path=path)["decision_id"]
     assert stored.is_unique and set(stored) == {d["decision_id"] for ds in per_thread for d in ds}
+
+
+def test_shipping_gathers_many_commits_into_one_store_transaction(tmp_path: Path) -> None:
+    """200 commits in quick succession reach the store in a few transactions (the shipper waits SHIP_EVERY
+    for decisions to gather), and flush does not wait for that interval."""
+    import time
+
+    from safetyml.scoring.audit import SHIP_EVERY
+
+    log = AuditLog(tmp_path / "audit.sqlite", fsync=False)
+    log.flush()
+    ships: list[int] = []
+    real_ship = log.store.ship
+
+    def counting_ship(journal: str, rows: list, new_offset: int) -> int:
+        ships.append(len(rows))
+        return real_ship(journal, rows, new_offset)
+
+    log.store.ship = counting_ship
+    started = time.monotonic()
+    for i in range(200):
+        log.record(_decision(50_000 + i))  # one commit each
+    committing = time.monotonic() - started
+    flushing = time.monotonic()
+    log.flush()
+    assert time.monotonic() - flushing < SHIP_EVERY + 0.5
+    assert sum(ships) == 200
+    assert len(ships) <= 2 + committing / SHIP_EVERY, (len(ships), committing)  # not one per commit
+    log.close()

@@ -58,11 +58,14 @@ def test_redis_and_sqlite_stores_return_identical_vectors(redis_server: Any, sma
                 frames = [s.get(entity, ids, with_city=True).sort_index() for s in (on_redis, on_sqlite)]
                 pd.testing.assert_frame_equal(*frames, check_exact=True, obj=entity)
                 sample = [ids[i] for i in rng.choice(len(ids), size=min(200, len(ids)), replace=False)]
-                for entity_id in [*sample, "no-such-id"]:
-                    a, b = on_redis.get_one(entity, entity_id), on_sqlite.get_one(entity, entity_id)
-                    assert (a is None) == (b is None), (entity, entity_id)
-                    if a is not None:
-                        assert list(a) == list(b) and all(_same_value(a[c], b[c]) for c in a), (entity, a, b)
+                keys = [(entity, i) for i in [*sample, "no-such-id"]]
+                with on_redis.pinned(prefetch=keys[::2]):  # half prefetched in one round trip, half not
+                    for _, entity_id in keys:
+                        a, b = on_redis.get_one(entity, entity_id), on_sqlite.get_one(entity, entity_id)
+                        assert (a is None) == (b is None), (entity, entity_id)
+                        if a is not None:
+                            assert list(a) == list(b), (entity, a, b)
+                            assert all(_same_value(a[c], b[c]) for c in a), (entity, a, b)
             trips = tables.trips[tables.trips["requested_at"] >= as_of].head(300)
             pd.testing.assert_frame_equal(
                 assemble_trip_features(trips, on_redis, fs),

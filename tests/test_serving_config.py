@@ -79,3 +79,21 @@ def test_bento_builds_offline_with_policies_and_source(tmp_path: Path) -> None:
     bento = yaml.safe_load(bentos[0].read_text())
     routes = {route["route"] for route in bento["schema"]["routes"]}
     assert {"/score_trip", "/score_trips", "/score_merchant", "/score_merchants", "/reload"} <= routes
+
+
+def test_tracing_is_bypassed_unless_sampled_and_the_access_log_is_off_by_default() -> None:
+    """BentoML's OpenTelemetry middleware builds a span per request even at sampling 0: every URL is
+    excluded from it then; a positive rate traces again (nothing excluded)."""
+    import re
+
+    from safetyml.envvars import ServeSettings
+    from safetyml.scoring.startup import service_options
+
+    quiet = service_options(ServeSettings.from_env({}))
+    assert quiet["logging"]["access"]["enabled"] is False
+    excluded = re.compile("|".join(quiet["tracing"]["excluded_urls"]))  # as OpenTelemetry's ExcludeList
+    assert all(excluded.search(f"http://127.0.0.1:3000/{r}") for r in ("score_trip", "score_merchants"))
+    traced = service_options(ServeSettings.from_env({"SAFETYML_SERVE_TRACE_RATE": "0.5"}))
+    assert traced["tracing"] == {"sample_rate": 0.5}
+    logged = service_options(ServeSettings.from_env({"SAFETYML_SERVE_ACCESS_LOG": "1"}))
+    assert logged["logging"]["access"]["enabled"] is True

@@ -40,6 +40,8 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 class OnlineStore:
     """Feature vectors by entity id in one SQLite file; keep one instance open for fast lookups."""
 
+    prefetches = False  # lookups take microseconds: pinned(prefetch=...) ignores the list
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,9 +105,10 @@ class OnlineStore:
         return len(frame)
 
     @contextmanager
-    def pinned(self) -> Iterator[None]:
-        """Reads inside the block belong to one version (the Redis store pins its pointer; here each
-        materialization is one SQLite transaction, so this is a no-op kept for the common interface)."""
+    def pinned(self, prefetch: Iterable[tuple[str, str]] = ()) -> Iterator[None]:
+        """Reads inside the block belong to one version (the Redis store pins its pointer and fetches
+        ``prefetch`` in one round trip; here lookups take microseconds and each materialization is one
+        SQLite transaction, so this is a no-op kept for the common interface)."""
         yield
 
     def ids(self, entity: str) -> list[str]:

@@ -433,7 +433,8 @@ class Scorer:
         fs = self.feature_set
         if self._plan is None or self._plan.fs_id != id(fs):
             self._plan = TripPlan.build(fs)
-        with self.store.pinned():  # one store version for the whole request
+        prefetch = trip_lookups(requests, self._plan) if getattr(self.store, "prefetches", False) else ()
+        with self.store.pinned(prefetch=prefetch):  # one store version for the whole request
             return assemble_trip_rows(requests, self.store, fs, self._plan)
 
     def _row_reasons(
@@ -654,6 +655,26 @@ def _feature_records(X: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]
     sub = X.loc[:, [c for c in columns if c in X.columns]]
     records = sub.astype(object).where(sub.notna(), None).to_dict(orient="records")
     return records
+
+
+def trip_lookups(requests: list[TripScoreRequest], plan: TripPlan) -> list[tuple[str, str]]:
+    """The (entity, id) pairs :func:`~safetyml.features.online_rows.assemble_trip_rows` will look up, so a
+    networked store (Redis) can fetch them in one round trip: rider, merchant, pair, pickup and drop-off
+    zones (the city comes from the merchant; a store keeps that small entity in memory)."""
+    from safetyml.features.definitions import pair_id
+    from safetyml.features.zones import cell_of
+
+    keys: list[tuple[str, str]] = []
+    for r in requests:
+        keys += [("rider", r.rider_id), ("merchant", r.merchant_id)]
+        if plan.pairs:
+            keys.append(("pair", pair_id(r.rider_id, r.merchant_id)))
+        if plan.zones:
+            for lat, lng in ((r.pickup_lat, r.pickup_lng), (r.dropoff_lat, r.dropoff_lng)):
+                cell = cell_of(lat, lng)
+                if cell is not None:
+                    keys.append(("zone", cell))
+    return keys
 
 
 def store_as_of(store: OnlineStore) -> datetime | None:

@@ -48,6 +48,17 @@ def prepare(settings: ServeSettings) -> None:
         )
 
 
+def service_options(settings: ServeSettings) -> dict[str, Any]:
+    """The ``@bentoml.service`` options that cost time on every request: the access log (off unless asked)
+    and OpenTelemetry. BentoML always installs its OpenTelemetry middleware; with a sampling rate of 0 it
+    still builds a (non-recording) span per request, so every URL is excluded from it instead (measured in
+    docs/serving.md#speed)."""
+    tracing: dict[str, Any] = {"sample_rate": settings.trace_rate}
+    if settings.trace_rate == 0:
+        tracing["excluded_urls"] = [".*"]
+    return {"logging": {"access": {"enabled": settings.access_log}}, "tracing": tracing}
+
+
 def require_request_bodies(service: Any) -> None:
     """Publish every API's request body as ``required`` in the OpenAPI document (BentoML leaves it out, so a
     fuzzer or client generator may think an empty POST is valid; the service answers it 415/400).
@@ -77,7 +88,7 @@ def metadata_answer(host: ScorerHost | None, settings: ServeSettings) -> tuple[i
     return 200, meta
 
 
-__all__ = ["metadata_answer", "prepare", "require_request_bodies", "setup_logging"]
+__all__ = ["metadata_answer", "prepare", "require_request_bodies", "service_options", "setup_logging"]
 
 
 def metadata_app(hosts: dict[str, ScorerHost], settings: ServeSettings) -> Any:
