@@ -792,8 +792,7 @@ def materialize_dask(
     fs = fs or load_feature_set()
     stamp, vectors = entity_vectors_dask(tables, client, as_of, fs, features)
     store = store or OnlineStore.open()
-    for entity, frame in vectors.items():
-        store.write(entity, frame, stamp, fs.version)
+    store.write_all(vectors, stamp, fs.version)  # one version: one transaction (SQLite), one switch (Redis)
     return store.metadata()
 
 
