@@ -162,7 +162,12 @@ def http_load(
 
 
 def start_server(
-    port: int, token: str, home: Path, workers: int = 1, project: Path = REPO
+    port: int,
+    token: str,
+    home: Path,
+    workers: int = 1,
+    project: Path = REPO,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     import httpx
 
@@ -171,6 +176,7 @@ def start_server(
         "SAFETYML_HOME": str(home),
         "SAFETYML_API_TOKEN": token,
         "BENTOML_DO_NOT_TRACK": "true",
+        **(extra_env or {}),
     }
     log = open(home / "bench_server.log", "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
@@ -372,6 +378,42 @@ def kill_run(
     return out
 
 
+KNOBS: list[tuple[str, int, dict[str, str]]] = [
+    ("defaults (2 workers, 4 threads)", 2, {}),
+    ("1 worker", 1, {}),
+    ("2 threads per worker", 2, {"SAFETYML_SERVE_THREADS": "2"}),
+    ("8 threads per worker", 2, {"SAFETYML_SERVE_THREADS": "8"}),
+    (
+        "access log on, every request traced",
+        2,
+        {"SAFETYML_SERVE_ACCESS_LOG": "1", "SAFETYML_SERVE_TRACE_RATE": "1"},
+    ),
+    ("SAFETYML_AUDIT_FSYNC=0 (no fdatasync)", 2, {"SAFETYML_AUDIT_FSYNC": "0"}),
+]
+
+
+def knob_runs(
+    home: Path, requests: list[dict[str, Any]], duration: float, concurrency: int, work: Path, project: Path
+) -> tuple[list[tuple[str, dict[str, Any], dict[str, Any]]], set[str]]:
+    """Each setting of :data:`KNOBS` on a fresh server: ``wrk`` at one connection and at ``concurrency``."""
+    out, received = [], set()
+    for label, workers, env in KNOBS:
+        port, token = _free_port(), secrets.token_hex(16)
+        process = start_server(port, token, home, workers, project, env)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wrk_load(url, token, requests, 3, concurrency, work)  # warm-up
+            one = wrk_load(url, token, requests, duration, 1, work)
+            many = wrk_load(url, token, requests, duration, concurrency, work)
+            received |= set(one["ids"]) | set(many["ids"])
+            out.append((label, one, many))
+            print(f"  knob run done: {label}", flush=True)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(120)
+    return out, received
+
+
 def missing_from_audit(home: Path, ids: set[str]) -> int:
     """How many received decision ids are not in the audit database (after replaying any journal left)."""
     from safetyml.scoring.audit import AuditLog, read_decisions
@@ -416,6 +458,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500, help="distinct trip requests to cycle through")
     parser.add_argument(
         "--ceiling", default="", help="more wrk concurrencies (e.g. 16,32): the req/s ceiling"
+    )
+    parser.add_argument(
+        "--knobs", action="store_true", help="also run each setting of KNOBS (workers, threads, logs, fsync)"
     )
     parser.add_argument(
         "--project",
@@ -500,6 +545,10 @@ def main() -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(120)
+    knobs: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    if args.knobs:
+        knobs, knob_ids = knob_runs(home, requests, args.duration, args.concurrency, work, args.project)
+        received |= knob_ids
     missing = missing_from_audit(home, received)
 
     print("\nscore_trip with reason codes (latency in ms; load = 1-min load average before→after)")
@@ -511,6 +560,19 @@ def main() -> None:
     print(f"(in process p90 column = p95; HTTP c=1 server CPU per request: {serial['server_cpu_ms']:.2f} ms)")
     for line in extra:
         print(line)
+    if knobs:
+        print(f"\nknobs (wrk, {args.duration:.0f} s each; ms)")
+        print(
+            f"{'setting':<40} {'c=1 p50':>8} {'c=1 p99':>8} {f'c={args.concurrency} p50':>8} "
+            f"{f'c={args.concurrency} p99':>8} {'req/s':>7} {'errors':>6} {'load':>10}"
+        )
+        for label, one, many in knobs:
+            errors = sum(m["non2xx"] + m["socket_errors"] for m in (one, many))
+            load = f"{one['load_before']:.1f}→{many['load_after']:.1f}"
+            print(
+                f"{label:<40} {one['p50']:>8.2f} {one['p99']:>8.2f} {many['p50']:>8.2f} {many['p99']:>8.2f} "
+                f"{many['rps']:>7.0f} {errors:>6} {load:>10}"
+            )
     print(f"decision ids received by wrk: {len(received):,}; missing from the audit log: {missing}")
     bare, durable = rows[0][1], rows[1][1]
     best = max(ceiling, key=lambda pair: pair[1])

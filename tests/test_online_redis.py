@@ -152,3 +152,16 @@ def test_versions_switch_whole_and_old_versions_are_removed(redis_server: Any) -
     for store in (writer, reader):
         store.close()
     client.close()
+
+
+def test_an_unreachable_redis_is_a_503_naming_the_store_not_a_500() -> None:
+    from safetyml.features.online_redis import RedisOnlineStore, StoreUnavailableError
+    from safetyml.scoring.http import error_response
+    from tests.fixtures_servers import free_port
+
+    store = RedisOnlineStore.from_url(f"redis://127.0.0.1:{free_port()}/0")  # nobody listens there
+    with pytest.raises(StoreUnavailableError, match=r"online store redis://127\.0\.0\.1:\d+/0") as caught:
+        store.get_one("rider", "R1")
+    assert error_response(caught.value)[0] == 503
+    with pytest.raises(StoreUnavailableError):
+        store.write_all(_version(1, 3), pd.Timestamp("2026-10-01T00:00:00Z"), "v")

@@ -26,22 +26,43 @@ two: a replica sees a new version at most that long after the switch.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
+from safetyml.errors import SafetymlError
 from safetyml.features.online import encode_columns, entity_meta, frame_of, row_dict
 from safetyml.values import utc_timestamp
 
 DEFAULT_PREFIX = "safetyml:online"
 _CHUNK = 5_000  # ids per HSET / HMGET command
 SMALL_ENTITY = 256  # an entity with at most this many rows (cities) is read whole and kept per version
+
+
+class StoreUnavailableError(SafetymlError, ConnectionError):
+    """The Redis server of the online store cannot be reached or refused a command (the service: 503)."""
+
+
+def _reachable(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the redis client's errors into :class:`StoreUnavailableError` naming the store."""
+
+    @functools.wraps(method)
+    def call(self: RedisOnlineStore, *args: Any, **kwargs: Any) -> Any:
+        import redis
+
+        try:
+            return method(self, *args, **kwargs)
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"online store {self.path}: {type(exc).__name__}: {exc}") from exc
+
+    return call
 
 
 class RedisOnlineStore:
@@ -91,6 +112,7 @@ class RedisOnlineStore:
         return ":".join([self.prefix, *(str(p) for p in parts)])
 
     # ------------------------------------------------------------------------------------------ write
+    @_reachable
     def write_all(self, vectors: Mapping[str, pd.DataFrame], as_of: Any, version: str) -> int:
         """Write ``vectors`` (entity -> frame indexed by id) as a new version, switch the pointer to it in
         one command, then unlink the versions nobody can be reading. Entities not in ``vectors`` keep their
@@ -146,6 +168,7 @@ class RedisOnlineStore:
             self._client.srem(self._key("generations"), generation)
 
     # ------------------------------------------------------------------------------------------ read
+    @_reachable
     def _fetch_pointer(self) -> dict[str, Any] | None:
         raw = self._client.get(self._key("current"))
         return None if raw is None else self._prepared(json.loads(raw))
@@ -184,6 +207,7 @@ class RedisOnlineStore:
         finally:
             self._local.pointer = self._local.fetched = None
 
+    @_reachable
     def _fetch_many(
         self, pointer: dict[str, Any] | None, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple, Any]:
@@ -196,6 +220,7 @@ class RedisOnlineStore:
             pipe.hget(entities[entity]["key"], entity_id)
         return dict(zip(wanted, pipe.execute(), strict=True))
 
+    @_reachable
     def _small(self, meta: dict[str, Any]) -> dict[str, Any]:
         """A small entity's whole hash (the cities), read once per version: versions never change."""
         table = self._small_cache.get(meta["key"])
@@ -213,6 +238,7 @@ class RedisOnlineStore:
             )
         return meta
 
+    @_reachable
     def get(self, entity: str, ids: Any, with_city: bool = False) -> pd.DataFrame:
         """Vectors of the given ids, indexed by id (unknown ids are absent); ``city`` only if asked."""
         meta = self._entity_meta(entity)
@@ -225,6 +251,7 @@ class RedisOnlineStore:
                     rows.append((entity_id, *json.loads(raw)))
         return frame_of(meta, rows, with_city)
 
+    @_reachable
     def get_one(self, entity: str, entity_id: str) -> dict[str, Any] | None:
         """One vector as a dict (one ``HGET``, or none if prefetched or small); None if unknown."""
         meta = self._entity_meta(entity)
@@ -238,6 +265,7 @@ class RedisOnlineStore:
             raw = self._client.hget(meta["key"], key[1])
         return None if raw is None else row_dict(meta, json.loads(raw))
 
+    @_reachable
     def ids(self, entity: str) -> list[str]:
         """Every id of an entity, sorted ([] if the entity was never written)."""
         try:

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from safetyml.errors import SafetymlError
+from safetyml.features.online_redis import StoreUnavailableError
 from safetyml.scoring.audit import AuditUnavailableError
 from safetyml.scoring.auth import ASGIApp, Receive, Scope, Send
 from safetyml.scoring.schemas import MAX_BATCH
@@ -28,6 +29,7 @@ STATUS: dict[type[SafetymlError], int] = {
     AsOfError: 422,  # a well-formed request the store cannot answer
     ReloadError: 409,  # the alias could not be loaded; the previous models keep serving
     AuditUnavailableError: 503,  # the decision could not be made durable: no id is handed out
+    StoreUnavailableError: 503,  # the online store (Redis) cannot be reached: callers retry
 }
 """Error class → HTTP status; any other SafetymlError is a 500."""
 
