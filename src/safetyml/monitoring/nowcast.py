@@ -294,12 +294,21 @@ def nowcast_cells(
     elapsed = (as_of.value - occ_ns[win]).astype("float64")
     trips_per = np.bincount(group, minlength=n_groups)
     w_sum = np.bincount(group, weights=w, minlength=n_groups)
-    # history: trips per city and incidents per (city, type)
-    hist_trips = np.maximum(np.bincount(t_code[t_hist], minlength=n_cities).astype("float64"), 1.0)
+    # history: trips per (city, rain) and incidents per (city, rain, type). The type mix follows the
+    # weather (accidents when it rains) while the champion predicts any incident; with the optional
+    # ``rain`` column a cell's expected count of each type sums the wet and dry trips' type rates, so a
+    # rainy week's extra accidents are expected rather than alarming the city × type rules.
+    n_types = max(len(type_names), 1)
+    wet = _trip_rain(trips)
+    inc_wet = _incident_rain(inc, trips, wet)
+    hist_trips = np.maximum(
+        np.bincount(t_code[t_hist] * 2 + wet[t_hist], minlength=n_cities * 2).astype("float64"), 1.0
+    ).reshape(n_cities, 2)
     ok = in_hist & (o_code >= 0)
     hist_inc = np.bincount(
-        o_code[ok] * len(type_names) + type_code[ok], minlength=n_cities * max(len(type_names), 1)
-    ).reshape(n_cities, -1)
+        (o_code[ok] * 2 + inc_wet[ok]) * n_types + type_code[ok], minlength=n_cities * 2 * n_types
+    ).reshape(n_cities, 2, n_types)
+    wet_per = np.bincount(group, weights=wet[win], minlength=n_groups)
     # known incidents per (day, city, type)
     keep = (o_ns >= start.value) & (o_ns < as_of.value) & (r_ns <= as_of.value) & (o_code >= 0)
     k_group = ((o_ns[keep] - start.value) // DAY_NS) * n_cities + o_code[keep]
@@ -324,9 +333,10 @@ def nowcast_cells(
             else np.zeros(n_groups)
         )
         city_idx = present % n_cities
-        rate = ((hist_inc[city_idx, tcode] if tcode >= 0 else np.zeros(len(present))) + 0.5) / hist_trips[
-            city_idx
-        ]
+        inc_of = hist_inc[city_idx, :, tcode] if tcode >= 0 else np.zeros((len(present), 2))
+        rates = (inc_of + 0.5) / hist_trips[city_idx]  # (cells, dry/wet)
+        n_wet = wet_per[present]
+        expected = (trips_per[present] - n_wet) * rates[:, 0] + n_wet * rates[:, 1]
         parts.append(
             pd.DataFrame(
                 {
@@ -335,7 +345,7 @@ def nowcast_cells(
                     "type": t,
                     "trips": trips_per[present],
                     "reported_share": mean[present],
-                    "weight": trips_per[present] * rate,
+                    "weight": expected,
                     "known": known[present].astype("int64"),
                 }
             )
@@ -346,6 +356,21 @@ def nowcast_cells(
         else pd.DataFrame(columns=["day", "city", "type", "trips", "reported_share", "weight", "known"])
     )
     return cells.sort_values(["day", "city", "type"], kind="stable").reset_index(drop=True)
+
+
+def _trip_rain(trips: pd.DataFrame) -> np.ndarray:
+    """1 for trips requested in the rain (optional contract column ``rain``), else 0."""
+    if "rain" not in trips:
+        return np.zeros(len(trips), dtype=np.int64)
+    return trips["rain"].fillna(False).to_numpy(dtype=bool).astype(np.int64)
+
+
+def _incident_rain(incidents: pd.DataFrame, trips: pd.DataFrame, wet: np.ndarray) -> np.ndarray:
+    """Rain flag of each incident's trip (0 for incidents without a trip or without the column)."""
+    if "rain" not in trips or "trip_id" not in incidents:
+        return np.zeros(len(incidents), dtype=np.int64)
+    at = pd.Index(trips["trip_id"]).get_indexer(incidents["trip_id"])
+    return np.where(at >= 0, wet[np.maximum(at, 0)], 0)
 
 
 def aggregate(cells: pd.DataFrame, by: list[str], level: float = 0.9) -> pd.DataFrame:
