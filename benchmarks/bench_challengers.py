@@ -87,15 +87,22 @@ def train_challengers(data: Path, seed: int) -> None:
 
 
 def policies_with(folder: Path, challengers: list[str]) -> Path:
-    """A copy of the shipped policies with a shadow challenger of each spec in every market (none: [])."""
+    """A copy of the shipped policies with a shadow challenger of each spec in every market (none: []);
+    a merchant-credit challenger keys on merchant_id (its requests carry no rider)."""
     import yaml
 
     from safetyml import paths
+    from safetyml.scoring.policies import task_of_model
 
     folder.mkdir(parents=True, exist_ok=True)
+    entries = [
+        {"model": spec, "mode": "shadow"}
+        | ({"sticky_key": "merchant_id"} if task_of_model(spec.split("@")[0]) == "merchant_credit" else {})
+        for spec in challengers
+    ]
     for path in (paths.project_dir() / "serving" / "policies").glob("*.yaml"):
         raw = yaml.safe_load(path.read_text())
-        raw["challengers"] = [{"model": spec, "mode": "shadow"} for spec in challengers]
+        raw["challengers"] = entries
         (folder / path.name).write_text(yaml.safe_dump(raw, allow_unicode=True))
     return folder
 
