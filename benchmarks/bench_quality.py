@@ -208,7 +208,7 @@ def ceilings(root: Path, preset: str, seeds: Sequence[int]) -> None:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from safetyml.simulate import _rng, build_cities, build_merchants, build_zones
+    from safetyml.simulate import _rng, build_cities, build_merchants, build_riders, build_zones
     from safetyml.simulate.ledger import BASE_HAZARD, FUTURE, HORIZON, RAMP_DAYS, _sigmoid
     from safetyml.simulate.presets import DAY_NS, END, LEDGER_DAYS, get_preset
     from safetyml.tables import load_tables
@@ -222,8 +222,11 @@ def ceilings(root: Path, preset: str, seeds: Sequence[int]) -> None:
         return (roc_auc_score(y, score) - 0.5) / (best - 0.5)
 
     print("\n## ceilings (share of the oracle's lift on the default test rows)")
-    print("| seed | credit: stress + fraud known | credit: stress known | incident: static oracle |")
-    print("| --- | --- | --- | --- |")
+    print(
+        "| seed | credit: stress + fraud known | credit: stress known | incident: static oracle | "
+        "incident: static, rider propensity unknown | incident: static, propensity inferred from history |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     for seed in seeds:
         data = _data(root, preset, seed)
         tables = load_tables(data)
@@ -256,16 +259,140 @@ def ceilings(root: Path, preset: str, seeds: Sequence[int]) -> None:
                 hazard = BASE_HAZARD * np.exp(fraud + 3.0 * path) * alive[j, a : a + HORIZON]
                 p[i] = 1 - np.exp(-hazard.sum())
             cells.append(f"{share(y[test], p, oracle[test]):.3f}")
-        # incident risk: the true probability without its dynamic terms
+        # incident risk: the true probability without its dynamic terms, then without the rider's latent
+        # propensity, then with the propensity inferred from the rider's own history
         config = load_training_config("incident_risk")
         frame, _ = usable_rows(build_task_frame(tables, None, config), config)
         y = frame["label"].to_numpy()
-        test = frame.loc[time_split(frame["as_of"], y, config.split).mask("test"), ["trip_id", "label"]]
-        truth = pd.read_parquet(data / "truth" / "trip_probability.parquet")
-        test = test.astype({"trip_id": "str"}).merge(truth.astype({"trip_id": "str"}), on="trip_id")
-        logit = np.log(test["p_incident"] / (1 - test["p_incident"]))
-        cells.append(f"{share(test['label'], logit - test['log_odds_dynamic'], test['p_incident']):.3f}")
+        split = time_split(frame["as_of"], y, config.split)
+        riders = build_riders(get_preset(preset), cities, _rng(seed, "riders"))
+        cells += [f"{x:.3f}" for x in incident_observers(tables, frame, split, data, riders)]
         print(f"| {seed} | " + " | ".join(cells) + " |", flush=True)
+
+
+def incident_observers(tables: Any, frame: Any, split: Any, data: Path, riders: Any) -> list[float]:
+    """Shares of the oracle's lift, on the test rows, of three observers of the true static log-odds:
+
+    1. the static oracle (every standing effect known exactly, no dynamic term);
+    2. the same without the rider's latent propensity (a model that learns nothing from a rider's past);
+    3. the same with the propensity inferred as a Bayes observer would from the rider's history: the
+       posterior mean of exp(propensity) (prior: the simulator's own propensity distribution) given the
+       rider's incidents reported before the test window and the expected count of its trips that had
+       matured by then (Poisson likelihood, the odds as a rate).
+    A model of the frame's features cannot know more than (3) plus whatever it infers of the dynamics.
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    truth = pd.read_parquet(data / "truth" / "trip_probability.parquet").astype({"trip_id": "str"})
+    rows = frame[["trip_id", "rider_id", "as_of", "label"]].astype({"trip_id": "str", "rider_id": "str"})
+    rows = rows.assign(test=split.mask("test")).merge(truth, on="trip_id")
+    logit = np.log(rows["p_incident"] / (1 - rows["p_incident"])).to_numpy()
+    propensity = pd.Series(riders.propensity, index=riders.id).reindex(rows["rider_id"]).to_numpy()
+    static = logit - rows["log_odds_dynamic"].to_numpy()
+    without = static - propensity
+    start = pd.Timestamp(split.test_start)
+    lag = pd.Timedelta(days=load_label_lag())
+    mature = (pd.to_datetime(rows["as_of"], utc=True) < start - lag).to_numpy()
+    expected = (
+        pd.Series(1 / (1 + np.exp(-without[mature]))).groupby(rows["rider_id"].to_numpy()[mature]).sum()
+    )
+    incidents = tables.incidents
+    known = incidents[pd.to_datetime(incidents["reported_at"], utc=True) < start]
+    known = known[["trip_id"]].astype({"trip_id": "str"}).merge(rows[["trip_id", "rider_id"]], on="trip_id")
+    counts = known.groupby("rider_id").size()
+    test = rows["test"].to_numpy()
+    ids = rows.loc[test, "rider_id"].to_numpy()
+    e = expected.reindex(ids).fillna(0.0).to_numpy()[:, None]
+    k = counts.reindex(ids).fillna(0.0).to_numpy()[:, None]
+    grid = np.quantile(riders.propensity, (np.arange(400) + 0.5) / 400)[None, :]
+    loglik = k * grid - e * np.exp(grid)
+    weight = np.exp(loglik - loglik.max(axis=1, keepdims=True))
+    inferred = np.log((weight * np.exp(grid)).sum(axis=1) / weight.sum(axis=1))
+    y, oracle = rows.loc[test, "label"].to_numpy(), rows.loc[test, "p_incident"].to_numpy()
+    best = roc_auc_score(y, oracle) - 0.5
+    return [
+        (roc_auc_score(y, score) - 0.5) / best
+        for score in (static[test], without[test], without[test] + inferred)
+    ]
+
+
+def learnability(root: Path, preset: str, seeds: Sequence[int]) -> None:
+    """How far LightGBM gets on the default frame when it is also GIVEN every hidden standing quantity.
+
+    Same frame, same split, fixed parameters (no tuning, no selection): the frame's features alone, then
+    the frame plus the simulator's true rider propensity and prior experience, merchant location effect,
+    and pickup/drop-off zone risk and night multipliers. The second is an upper bound for any feature
+    engineering of standing risk with this much data; what it misses is finite-sample learning and the
+    dynamics.
+    """
+    import lightgbm as lgb
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from safetyml.features.definitions import load_feature_set
+    from safetyml.simulate import _rng, build_cities, build_merchants, build_riders, build_zones
+    from safetyml.simulate.presets import get_preset
+    from safetyml.tables import load_tables
+    from safetyml.training.config import load_training_config
+    from safetyml.training.data import build_task_frame, select_features, usable_rows
+    from safetyml.training.split import time_split
+
+    print("\n## learnability (incident risk, share of the oracle's lift on the default test rows)")
+    print("| seed | frame features | frame + every hidden standing quantity, true |\n| --- | --- | --- |")
+    config = load_training_config("incident_risk")
+    fs = load_feature_set()
+    names = [f.name for f in select_features(fs, config)]
+    for seed in seeds:
+        data = _data(root, preset, seed)
+        frame, _ = usable_rows(build_task_frame(load_tables(data), fs, config), config)
+        split = time_split(frame["as_of"], frame["label"], config.split)
+        cities, p = build_cities(), get_preset(preset)
+        zones = build_zones(cities, _rng(seed, "zones"), p.start)
+        r = build_riders(p, cities, _rng(seed, "riders"))
+        m = build_merchants(p, cities, zones, _rng(seed, "merchants"))
+        rider, merchant = frame["rider_id"].astype(str), frame["merchant_id"].astype(str)
+        true = {
+            "true_propensity": pd.Series(r.propensity, index=r.id).reindex(rider).to_numpy(),
+            "true_prior_days": pd.Series(r.prior_days, index=r.id).reindex(rider).to_numpy(),
+            "true_location": pd.Series(m.location_effect, index=m.id).reindex(merchant).to_numpy(),
+        }
+        z = pd.read_parquet(data / "truth" / "zones.parquet").set_index("h3")
+        for side in ("pickup", "dropoff"):
+            cells = frame[f"{side}_h3"].astype(str)
+            true[f"true_{side}_risk"] = z["log_risk"].reindex(cells).to_numpy()
+            true[f"true_{side}_night"] = z["night_multiplier"].reindex(cells).to_numpy()
+        frame = frame.assign(**true)
+        oracle = (
+            pd.read_parquet(data / "truth" / "trip_probability.parquet")
+            .astype({"trip_id": "str"})
+            .set_index("trip_id")["p_incident"]
+            .reindex(frame["trip_id"].astype(str))
+            .to_numpy()
+        )
+        tr, va, te = (split.mask(k) for k in ("train", "valid", "test"))
+        y = frame["label"].to_numpy()
+        best = roc_auc_score(y[te], oracle[te]) - 0.5
+        cells_out = []
+        for cols in (names, names + list(true)):
+            x = frame[cols]
+            booster = lgb.train(
+                {**config.lightgbm, "verbosity": -1, "seed": seed, "num_threads": 2},
+                lgb.Dataset(x[tr], y[tr]),
+                num_boost_round=1000,
+                valid_sets=[lgb.Dataset(x[va], y[va])],
+                callbacks=[lgb.early_stopping(50, verbose=False)],
+            )
+            p_test = booster.predict(x[te], num_iteration=booster.best_iteration)
+            cells_out.append(f"{(roc_auc_score(y[te], p_test) - 0.5) / best:.3f}")
+        print(f"| {seed} | " + " | ".join(cells_out) + " |", flush=True)
+
+
+def load_label_lag() -> int:
+    from safetyml.training.config import load_training_config
+
+    return load_training_config("incident_risk").split.label_lag_days
 
 
 def main() -> None:
@@ -281,6 +408,9 @@ def main() -> None:
     )
     parser.add_argument("--no-quality", action="store_true", help="skip the trainings of every seed")
     parser.add_argument("--ceilings", action="store_true", help="what the simulator lets any model reach")
+    parser.add_argument(
+        "--learnability", action="store_true", help="LightGBM given the true hidden quantities too"
+    )
     args = parser.parse_args()
     os.environ.setdefault("SAFETYML_HOME", str(args.data_root / "home"))
     print(f"SAFETYML_HOME={os.environ['SAFETYML_HOME']}; load average {os.getloadavg()[0]:.1f}", flush=True)
@@ -289,6 +419,8 @@ def main() -> None:
         quality(args.data_root, args.preset, args.seeds, args.tasks)
     if args.ceilings:
         ceilings(args.data_root, args.preset, args.seeds)
+    if args.learnability:
+        learnability(args.data_root, args.preset, args.seeds)
     if args.ablation_seed is not None:
         ablation(
             args.data_root,

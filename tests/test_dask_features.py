@@ -16,11 +16,6 @@ from safetyml.features.frames import build_frame
 from safetyml.tables import load_tables
 from tests.test_dask_validation import _subset, _write_partitioned
 
-# Float sums over windows are differences of cumulative sums; a group's sums start from another prefix, so
-# these columns (sums, means, standard deviations and the request deviations built on them) may differ in
-# the last bits. Everything else must be bit-identical.
-ROUNDING = ("_sum_", "_mean_", "_std_", "order_value_vs_", "_z_", "hour_affinity", "order_value_mean")
-
 
 @pytest.fixture(scope="module")
 def lake(small_data_dir, tmp_path_factory) -> Path:
@@ -32,22 +27,12 @@ def pandas_frame(lake) -> pd.DataFrame:
     return build_frame("incident_risk", load_tables(lake))
 
 
-def assert_same_frame(
-    dask_frame: pd.DataFrame, pandas_frame: pd.DataFrame, rounding: list[str] | None = None
-) -> None:
-    """Bit-identical columns, except ``rounding`` (default: the window sums named by ROUNDING), which
-    must be equal to 1e-6 relative with the same missing values."""
+def assert_same_frame(dask_frame: pd.DataFrame, pandas_frame: pd.DataFrame) -> None:
+    """Bit-identical, every column: window sums are per-entity running totals (``Stream.cum``), so how the
+    events are split into groups cannot change their rounding."""
     assert list(dask_frame.columns) == list(pandas_frame.columns)
     assert len(dask_frame) == len(pandas_frame)
-    if rounding is None:
-        rounding = [c for c in pandas_frame.columns if any(part in c for part in ROUNDING)]
-        assert len(rounding) < len(pandas_frame.columns) / 2
-    exact = [c for c in pandas_frame.columns if c not in rounding]
-    pd.testing.assert_frame_equal(dask_frame[exact], pandas_frame[exact], check_exact=True)
-    for column in rounding:
-        ours, theirs = dask_frame[column].to_numpy(float), pandas_frame[column].to_numpy(float)
-        np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs), err_msg=column)
-        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-9, equal_nan=True, err_msg=column)
+    pd.testing.assert_frame_equal(dask_frame, pandas_frame, check_exact=True)
 
 
 @pytest.mark.slow
@@ -88,9 +73,7 @@ def test_merchant_credit_on_dask_equals_the_pandas_frame(lake, dask_client, tmp_
     days = sorted(p.name for p in out.iterdir())
     assert len(days) == expected["as_of"].nunique() > 1 and all(d.endswith("-01") for d in days)
     assert expected["label"].sum() > 0 and not expected["label_mature"].all()
-    # merchant columns are mostly sums of order values and ledger amounts (rounding: see ROUNDING)
-    floats = [c for c in expected.columns if expected[c].dtype == "float64"]
-    assert_same_frame(read_frame_dataset(out), expected, rounding=floats)
+    assert_same_frame(read_frame_dataset(out), expected)
 
 
 def assert_same_vectors(ours: pd.DataFrame, theirs: pd.DataFrame, entity: str) -> None:
@@ -100,10 +83,8 @@ def assert_same_vectors(ours: pd.DataFrame, theirs: pd.DataFrame, entity: str) -
         a, b = ours[column], theirs[column]
         if a.dtype == object or b.dtype == object or str(b.dtype) in ("str", "string", "category"):
             pd.testing.assert_series_equal(a, b, check_dtype=False, obj=f"{entity}.{column}")
-        else:  # window sums: equal up to rounding (see ROUNDING)
-            np.testing.assert_allclose(
-                a, b, rtol=1e-9, atol=1e-9, equal_nan=True, err_msg=f"{entity}.{column}"
-            )
+        else:  # bit-identical, as the frames
+            np.testing.assert_array_equal(a.to_numpy(float), b.to_numpy(float), err_msg=f"{entity}.{column}")
 
 
 @pytest.mark.slow

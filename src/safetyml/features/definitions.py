@@ -102,6 +102,10 @@ FILTER_OPS = {"ge", "gt", "le", "lt", "ne", "in"}
 _WINDOW = re.compile(r"^(\d+)([dh])$")
 
 
+# aggregations that do not decompose into a sum of the seven cells' values (no neighbour ring)
+NO_RING_AGGS = ("max", "std", "distinct", "daily_cv")
+
+
 class FeatureDefinitionError(SafetymlError, ValueError):
     """A feature YAML file is invalid; the message names the file, the feature (or family) and the field."""
 
@@ -650,6 +654,13 @@ def _check_semantics(entity_file: EntityFile, path: Path, all_names: dict[str, s
             raise bad(spec, "agg", f"agg 'request' is only for trip.yaml, not {entity}")
         if spec.ring and entity != "zone":
             raise bad(spec, "ring", "only zone features have a neighbour ring")
+        if spec.ring and spec.agg in NO_RING_AGGS:
+            raise bad(
+                spec,
+                "ring",
+                f"agg {spec.agg!r} has no ring: a ring feature is a sum over the seven cells "
+                "(count, sum, mean, ratio, rate); maxima, deviations and distinct counts need the events",
+            )
         if entity == "zone" and "merchant_credit" in spec.tasks:
             raise bad(spec, "tasks", "zone features feed the incident model only")
         if spec.agg == "eb_rate" and entity != "zone":

@@ -318,7 +318,15 @@ class Stream:
     def cum(
         self, where: dict[str, Any] | None = None, value: str | None = None, square: bool = False
     ) -> np.ndarray:
-        """Cumulative sum (with a leading 0) of ``value`` (1 for a count) over rows matching ``where``."""
+        """Per-entity running total of ``value`` (1 for a count) over rows matching ``where``: element i is
+        the sum over the events of event i's entity up to and including i (answer windows with
+        ``Queries.between``, which knows where each entity starts).
+
+        The totals restart at each entity, so no other entity's events, nor any event after T, change the
+        rounding of a window's sum at T: a global prefix sum would make a window's value depend on
+        unrelated data (and on how the events are partitioned, which the Dask engine changes). Counts are
+        integers, exact in a global float64 prefix sum: they take that faster path.
+        """
         key = json.dumps([where or {}, value, square], sort_keys=True, default=str)
         if key not in self._cums:
             if value is None:
@@ -330,8 +338,21 @@ class Stream:
                 x = x * x
             if where:
                 x = x * where_mask(self._source, where)[self.rows]
-            self._cums[key] = np.concatenate([[0.0], np.cumsum(x)])
+            self._cums[key] = self._running(x, exact_global=value is None)
         return self._cums[key]
+
+    def _running(self, x: np.ndarray, exact_global: bool) -> np.ndarray:
+        """Inclusive running sums of ``x`` restarting at each entity (events are sorted by entity)."""
+        if not len(x):
+            return x
+        codes = self.keys // self.R
+        if exact_global:  # integer-valued: the global prefix minus the prefix before the entity is exact
+            total = np.cumsum(x)
+            start = np.ones(len(x), dtype=bool)
+            start[1:] = codes[1:] != codes[:-1]
+            first = np.maximum.accumulate(np.where(start, np.arange(len(x)), 0))
+            return total - (total[first] - x[first])
+        return pd.Series(x).groupby(codes, sort=False).cumsum().to_numpy()
 
     def values(self, value: str) -> np.ndarray:
         """The ``value`` column of each event, in stream order (NaN where missing)."""
@@ -356,9 +377,11 @@ class Stream:
             start[1:] = codes[1:] != codes[:-1]
             first = np.maximum.accumulate(np.where(start, np.arange(len(x)), 0))
             d = np.where(valid, x - np.nan_to_num(x[first] if len(x) else x), 0.0)
-            parts = pd.DataFrame({"n": valid.astype("float64"), "s": d, "q": d * d})
-            running = parts.groupby(codes, sort=False).cumsum()
-            self._cums[key] = tuple(running[c].to_numpy() for c in ("n", "s", "q"))
+            self._cums[key] = (
+                self._running(valid.astype("float64"), exact_global=True),
+                self._running(d, exact_global=False),
+                self._running(d * d, exact_global=False),
+            )
         return self._cums[key]
 
     def range_max(self, value: str) -> RangeMax:
@@ -486,23 +509,26 @@ class Queries:
             self._pos[key] = pos
         return self._pos[key]
 
-    def between(self, stream: Stream, cum: np.ndarray, upper: int | None, lower: int | None) -> np.ndarray:
-        """Sum of the stream's values known in [T - lower, T - upper) (``lower`` None: since the first)."""
-        return cum[self.pos(stream, upper)] - cum[self.pos(stream, lower)]
-
-    def window_sum(self, stream: Stream, cum: np.ndarray, window: int | None) -> np.ndarray:
-        return self.between(stream, cum, 0, window)
-
-    def entity_window_sum(self, stream: Stream, running: np.ndarray, window: int | None) -> np.ndarray:
-        """Window sums from per-entity running totals (``Stream.moments``): the total just before T minus
-        the total just before T - window, where a position at the entity's first event has a total of 0."""
+    def between(
+        self, stream: Stream, running: np.ndarray, upper: int | None, lower: int | None
+    ) -> np.ndarray:
+        """Sum of the stream's values known in [T - lower, T - upper) (``lower`` None: since the first), from
+        per-entity running totals (``Stream.cum``, ``Stream.moments``): the total just before the upper
+        position minus the total just before the lower one, where a position at the entity's first event
+        has a total of 0."""
         first = self.pos(stream, None)
 
         def before(position: np.ndarray) -> np.ndarray:
             inside = position > first
-            return np.where(inside, running[np.where(inside, position - 1, 0)] if len(running) else 0.0, 0.0)
+            if not len(running):
+                return np.zeros(len(position))
+            return np.where(inside, running[np.where(inside, position - 1, 0)], 0.0)
 
-        return before(self.pos(stream, 0)) - before(self.pos(stream, window))
+        lower_total = 0.0 if lower is None else before(self.pos(stream, lower))
+        return before(self.pos(stream, upper)) - lower_total
+
+    def window_sum(self, stream: Stream, running: np.ndarray, window: int | None) -> np.ndarray:
+        return self.between(stream, running, 0, window)
 
 
 class RingQueries:
@@ -520,22 +546,22 @@ class RingQueries:
         # slots: (queries, 7) zone codes of each query cell's disk, -1 for padding or unknown cells
         self.parts = [Queries(slots[:, j], t, cache=False) for j in range(slots.shape[1])]
 
-    def between(self, stream: Stream, cum: np.ndarray, upper: int | None, lower: int | None) -> np.ndarray:
-        out = self.parts[0].between(stream, cum, upper, lower)
+    def between(
+        self, stream: Stream, running: np.ndarray, upper: int | None, lower: int | None
+    ) -> np.ndarray:
+        out = self.parts[0].between(stream, running, upper, lower)
         for part in self.parts[1:]:
-            out = out + part.between(stream, cum, upper, lower)
+            out = out + part.between(stream, running, upper, lower)
         return out
 
-    def window_sum(self, stream: Stream, cum: np.ndarray, window: int | None) -> np.ndarray:
-        return self.between(stream, cum, 0, window)
+    def window_sum(self, stream: Stream, running: np.ndarray, window: int | None) -> np.ndarray:
+        return self.between(stream, running, 0, window)
 
     def pos(self, stream: Stream, offset: int | None) -> np.ndarray:
         raise ValueError(
             "a ring feature must be a count, sum, ratio or rate (a sum over the seven cells); "
             "maxima, deviations and distinct counts have no ring"
         )
-
-    entity_window_sum = pos
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -737,7 +763,7 @@ class FeatureEngine:
                 clock = None if keep.all() else ("distinct", spec.distinct, "all")
                 events = self.stream(entity, spec.source, group, where, clock)
                 ones = events.cum()
-                out = out - (ones[q.pos(events, window)] - ones[q.pos(events, None)])
+                out = out - q.between(events, ones, window, None)
             return out
         stream = self.stream(entity, spec.source, group, where)
         if spec.agg == "max":
@@ -745,9 +771,7 @@ class FeatureEngine:
             best = stream.range_max(spec.value).query(start, end)
             return np.where(np.isfinite(best), best, np.nan)
         if spec.agg == "std":  # sample standard deviation (ddof=1, as pandas), NaN below two values
-            count, total, squares = (
-                q.entity_window_sum(stream, c, window) for c in stream.moments(spec.value)
-            )
+            count, total, squares = (q.window_sum(stream, c, window) for c in stream.moments(spec.value))
             with np.errstate(divide="ignore", invalid="ignore"):
                 var = (squares - total * total / count) / (count - 1)
             return np.where(count >= 2, np.sqrt(np.maximum(var, 0.0)), np.nan)
