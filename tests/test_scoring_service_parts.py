@@ -150,3 +150,25 @@ def test_the_service_stays_a_thin_declaration():
 
     service = Path(__file__).resolve().parents[1] / "serving" / "service.py"
     assert len(service.read_text().splitlines()) <= 100
+
+
+def test_the_worker_freezes_what_it_built_after_loading_on_its_first_request(tmp_path: Path) -> None:
+    """Objects made after the load-time freeze (BentoML's app, first-request imports) are frozen by the first
+    request, so full collections do not scan them; later requests freeze nothing until the 100th."""
+    import gc
+
+    host = _host(tmp_path, FakeScorer({"incident_risk": "1"}), worker=1)
+    try:
+        built_after_loading = [[i] for i in range(5_000)]
+        frozen = gc.get_freeze_count()
+        host.ready_scorer()
+        assert gc.get_freeze_count() >= frozen + len(built_after_loading)
+        more = [[i] for i in range(5_000)]
+        frozen = gc.get_freeze_count()
+        for _ in range(98):
+            host.ready_scorer()
+        assert gc.get_freeze_count() == frozen  # requests 2 to 99
+        host.ready_scorer()  # the 100th
+        assert gc.get_freeze_count() >= frozen + len(more)
+    finally:
+        gc.unfreeze()
