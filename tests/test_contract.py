@@ -98,6 +98,9 @@ RULE_CASES = [
     ("riders", "rider_id", "unique", _set("riders", "rider_id", 1, "R1")),
     ("riders", "rider_id", "not_null", _set("riders", "rider_id", 1, None)),
     ("riders", "city", "known_city_with_time_zone", _set("riders", "city", 0, "atlantis")),
+    # a vertical bar would make the rider-merchant pair id "R|1|M1" ambiguous
+    ("riders", "rider_id", "no_vertical_bar", _set("riders", "rider_id", 2, "R|x")),
+    ("merchants", "merchant_id", "no_vertical_bar", _set("merchants", "merchant_id", 1, "M|x")),
     ("riders", "signup_at", "type_timestamp", _set("riders", "signup_at", 0, "yesterday-ish")),
     ("riders", "vehicle_type", "allowed_values", _set("riders", "vehicle_type", 0, "helicopter")),
     ("merchants", "category", "allowed_values", _set("merchants", "category", 1, "casino")),

@@ -21,6 +21,9 @@ PAYMENT_METHODS = ("card", "cash", "wallet", "voucher")
 INCIDENT_TYPES = ("accident", "assault", "robbery", "harassment", "theft", "other")
 LEDGER_KINDS = ("sale", "refund", "chargeback", "payout", "advance", "repayment", "missed_repayment")
 CREDIT_EVENT_KINDS = ("advance_default", "chargeback_loss", "fraud_closure")
+# rider and merchant ids are joined by this character into a rider-merchant pair id (features/pair.yaml)
+PAIR_SEPARATOR = "|"
+PAIR_PARTS = ("rider_id", "merchant_id")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class ColumnSpec:
     def rules(self) -> str:
         """The column's rules in words, for the README and error messages."""
         parts = [self.kind]
+        if self.kind == "id" and self.name in PAIR_PARTS:
+            parts.append("no vertical bar (it joins a rider-merchant pair id)")
         parts.append("nullable" if self.nullable else "not null")
         if self.unique:
             parts.append("unique")

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from safetyml import cities
-from safetyml.contract import TABLE_ORDER, TABLES, ColumnSpec, TableSpec
+from safetyml.contract import PAIR_PARTS, PAIR_SEPARATOR, TABLE_ORDER, TABLES, ColumnSpec, TableSpec
 from safetyml.errors import SafetymlError
 
 log = logging.getLogger(__name__)
@@ -285,6 +285,13 @@ def _schema(spec: TableSpec, present: set[str], parents: dict[str, pd.Index], un
             checks.append(pa.Check.isin(parent_keys, name=f"exists_in_{col.references}"))
         if col.name == "city":
             checks.append(pa.Check.isin(list(cities.registry()), name="known_city_with_time_zone"))
+        if col.kind == "id" and col.name in PAIR_PARTS:  # the pair id joins rider and merchant ids with it
+            checks.append(
+                pa.Check(
+                    lambda s: ~s.astype("str").str.contains(PAIR_SEPARATOR, regex=False),
+                    name="no_vertical_bar",
+                )
+            )
         columns[col.name] = pa.Column(checks=checks, nullable=col.nullable, unique=col.unique and unique)
         names.update({(col.name, number): check.name for number, check in enumerate(checks)})
     frame_checks = [

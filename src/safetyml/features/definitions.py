@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safetyml import paths
-from safetyml.contract import TABLES
+from safetyml.contract import PAIR_SEPARATOR, TABLES
 from safetyml.errors import SafetymlError
 from safetyml.tasks import TASKS, Task
 from safetyml.values import is_missing
@@ -59,7 +59,6 @@ SOURCES: dict[str, dict[str, str]] = {
     "pair": {"trips": "rider_id+merchant_id", "incidents": "rider_id+merchant_id"},
 }
 # A pair's id in frames, the online store and requests: ``<rider_id>|<merchant_id>``.
-PAIR_SEPARATOR = "|"
 
 
 def pair_id(rider_id: Any, merchant_id: Any) -> str:
