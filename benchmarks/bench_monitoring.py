@@ -417,7 +417,8 @@ def kpi_power(seed: int = 7, runs: int = 200) -> None:
             f"{mu0:.0f} reported by day 7; bound (Neyman-Pearson: exact Poisson test knowing the change day "
             f"and the rate, on what is reported by day 7, at α = 7/ARL0 = {window:.3f}): power "
             f"{power(window):.2f} (all reported at once: {everything:.2f}); "
-            f"power 0.9 needs α {needed:.3f}, i.e. ARL0 ≈ {7 / needed:.0f} days",
+            f"power 0.9 needs α {needed:.3f}, i.e. ARL0 ≈ {7 / needed:.0f} days; a 7-day window test run "
+            f"daily at α = 1/ARL0: power {power(alpha):.2f}",
             flush=True,
         )
 
