@@ -493,6 +493,20 @@ class _Routing:
         return self.riders, self.merchants, self.incidents
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+def _shared(client: Any, value: Any) -> Any:
+    """A future of ``value`` copied to every worker that, unlike ``client.scatter``, survives a worker
+    restart: it is the result of a task whose input is the value, so the scheduler can run it again.
+    (Measured on the large preset: a worker killed for memory took the only copy of scattered tables
+    with it, and the build failed with "already forgotten".)"""
+    future = client.submit(_same, value, pure=False)
+    client.replicate([future])
+    return future
+
+
 def _routing(
     tables: DaskTables, client: Any, fs: FeatureSet, n_groups: int | None, group_trips: int
 ) -> _Routing:
@@ -502,8 +516,8 @@ def _routing(
     n_trips = tables.row_counts["trips"] - tables.quarantined.get("trips", 0)
     groups = n_groups or max(worker_count(client), -(-n_trips // group_trips))
     small = [_gathered(tables, name) for name in ("riders", "merchants", "incidents")]
-    riders, merchants, incidents = client.scatter(small, broadcast=True)
-    [fs_future] = client.scatter([fs], broadcast=True)
+    riders, merchants, incidents = (_shared(client, frame) for frame in small)
+    fs_future = _shared(client, fs)
     parts = tables.partitions["trips"]
     lengths = client.gather(client.map(len, parts))
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64).tolist()
@@ -610,7 +624,7 @@ def _build_credit(
     """merchant_credit on the merchant groups, then one assembly task per batch of snapshot days."""
     client = r.client
     settings = {"horizon_days": horizon_days, "min_history_days": min_history_days}
-    [snapshots] = client.scatter([{**settings, **_credit_clock(tables, client)}], broadcast=True)
+    snapshots = _shared(client, {**settings, **_credit_clock(tables, client)})
     results = [r.merchant_group(g, snapshots) for g in range(r.groups)]
     counts_by_day = _rows_by_day(client, results)
     out.mkdir(parents=True, exist_ok=True)
