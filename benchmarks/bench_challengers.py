@@ -303,17 +303,19 @@ def replay_all(stores: list[Path], policies: Any) -> None:
     decisions = pd.concat([read_decisions(path=p).assign(store=str(p)) for p in stores], ignore_index=True)
     replayer = Replayer(policies=policies)
     t0 = time.perf_counter()
-    exact = same_reasons = same_action = 0
+    exact = same_reasons = bitwise = same_action = 0
     for decision_id, store in zip(decisions["decision_id"], decisions["store"], strict=True):
         result = replayer.replay(get_decision(decision_id, Path(store)), with_champion=False)
         exact += result.score_identical
         same_reasons += result.reasons_identical
+        bitwise += result.reasons_bitwise
         same_action += result.action_identical
     took = time.perf_counter() - t0
     by_task = decisions["task"].value_counts().to_dict()
     print(
         f"replay: {len(decisions):,} decisions {by_task}; score identical {exact:,}, reasons identical "
-        f"{same_reasons:,}, action identical {same_action:,} ({took:.1f} s, "
+        f"{same_reasons:,} (contributions to the last bit: {bitwise:,}), action identical {same_action:,} "
+        f"({took:.1f} s, "
         f"{took / max(len(decisions), 1) * 1000:.2f} ms each; {load()})"
     )
 
@@ -368,6 +370,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of each wrk run")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--inprocess-rounds", type=int, default=0)
+    parser.add_argument("--only-shadow-bar", action="store_true", help="stop after the shadow bar")
     parser.add_argument("--boot", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
@@ -423,6 +426,9 @@ def main() -> None:
     homes = http_shadow_bar(args, home, work, requests, list(specs.values()))
     if args.inprocess_rounds:
         inprocess_shadow_bar(args, home, work, requests, specs["incident_risk"])
+    if args.only_shadow_bar:
+        print(f"\nwork folder {work}; {load()}")
+        return
     stores = {"incident_risk": homes["shadow"] / "audit.sqlite"}
     if "merchant_credit" in specs:
         stores["merchant_credit"] = credit_run(home, work, tables, list(specs.values()))
