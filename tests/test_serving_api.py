@@ -421,7 +421,16 @@ def test_a_decision_is_in_the_audit_log(served: Served) -> None:
         body["policy_version"],
         body["action"],
     )
-    assert record["features"]["trip_order_value"] == 123.45
+    # the snapshot holds exactly the champion's (selected) features; the request is kept as sent
+    from safetyml.tracking import load_model
+    from tests.fixtures_training import safetyml_env
+
+    with safetyml_env(served.home):
+        model, _ = load_model("incident_risk")
+    assert set(record["features"]) == set(model.features)
+    assert record["request"]["order_value"] == 123.45
+    if "trip_order_value" in model.features:  # selection decides whether the model reads it
+        assert record["features"]["trip_order_value"] == 123.45
     assert [r["feature"] for r in record["reasons"]] == [r["feature"] for r in body["reasons"]]
     assert record["request"]["rider_id"] == payload["rider_id"]
 
