@@ -184,3 +184,35 @@ def test_ui_command_binds_to_localhost_on_the_embedded_store(tmp_path, monkeypat
     assert cmd[cmd.index("--port") + 1] == "5123"
     assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert cmd[cmd.index("--default-artifact-root") + 1] == (tmp_path / "mlartifacts").as_uri()
+
+
+def test_a_sibling_workers_finished_download_is_kept_not_replaced(trained_env, monkeypatch):
+    """Two serving workers may download the same version at once. The one that finishes second must keep
+    the first one's copy (which that worker may be reading) and drop its own, not delete and replace it:
+    replacing it pulled model.txt from under the reader, and a worker started without its challenger."""
+    import shutil
+
+    import mlflow
+
+    from safetyml import tracking
+    from safetyml.training.config import load_training_config
+
+    name = load_training_config("incident_risk").registered_model_name
+    cache = tracking._model_cache(name, "1")
+    shutil.rmtree(cache, ignore_errors=True)
+    real = mlflow.artifacts.download_artifacts
+    sibling: dict[str, int] = {}
+
+    def download_while_a_sibling_finishes(*args, **kwargs):
+        out = real(*args, **kwargs)
+        shutil.copytree(kwargs["dst_path"], cache)  # the sibling's rename landed first
+        sidecar = sorted(cache.rglob(tracking.SIDECAR_FILE))[0]
+        sibling["inode"] = sidecar.stat().st_ino
+        return out
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download_while_a_sibling_finishes)
+    model = tracking.load_model_version(name, "1")
+    assert model.features
+    sidecar = sorted(cache.rglob(tracking.SIDECAR_FILE))[0]
+    assert sidecar.stat().st_ino == sibling["inode"]  # the sibling's copy was not swapped out
+    assert not [p for p in cache.parent.iterdir() if p.name.startswith(".1-")]  # our copy was dropped

@@ -353,9 +353,17 @@ def load_model_version(name: str, version: str) -> RiskModel:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{version}-"))
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(tmp))
-        if cache.exists():
-            shutil.rmtree(cache)
-        tmp.rename(cache)
+        # Another process (a sibling worker) may have finished the same download first: keep its copy,
+        # which it may be reading now, and drop ours. Replacing it pulled the files from under that
+        # reader, and a serving worker then started without its challenger.
+        try:
+            if sorted(cache.rglob(SIDECAR_FILE)) if cache.exists() else []:
+                raise FileExistsError(cache)
+            if cache.exists():  # an incomplete copy (a crashed download): no reader can be using it
+                shutil.rmtree(cache)
+            tmp.rename(cache)
+        except OSError:  # lost the race (FileExistsError, or rename onto a non-empty directory)
+            shutil.rmtree(tmp, ignore_errors=True)
         found = sorted(cache.rglob(SIDECAR_FILE))
         if not found:
             raise LookupError(f"registered model {name} version {version} holds no {SIDECAR_FILE}")
