@@ -356,14 +356,14 @@ def load_model_version(name: str, version: str) -> RiskModel:
         # Another process (a sibling worker) may have finished the same download first: keep its copy,
         # which it may be reading now, and drop ours. Replacing it pulled the files from under that
         # reader, and a serving worker then started without its challenger.
-        try:
-            if sorted(cache.rglob(SIDECAR_FILE)) if cache.exists() else []:
-                raise FileExistsError(cache)
-            if cache.exists():  # an incomplete copy (a crashed download): no reader can be using it
-                shutil.rmtree(cache)
-            tmp.rename(cache)
-        except OSError:  # lost the race (FileExistsError, or rename onto a non-empty directory)
+        if cache.exists() and any(cache.rglob(SIDECAR_FILE)):  # the sibling's copy is complete
             shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(cache, ignore_errors=True)  # an incomplete copy (a crashed download): no reader
+            try:
+                tmp.rename(cache)
+            except OSError:  # a sibling renamed onto it just now: keep theirs
+                shutil.rmtree(tmp, ignore_errors=True)
         found = sorted(cache.rglob(SIDECAR_FILE))
         if not found:
             raise LookupError(f"registered model {name} version {version} holds no {SIDECAR_FILE}")

@@ -332,7 +332,7 @@ class Stream:
             if value is None:
                 x = np.ones(len(self.keys))
             else:
-                x = self._source[value].to_numpy(dtype="float64", na_value=np.nan)[self.rows]
+                x = self.values(value)
                 x[np.isnan(x)] = 0.0
             if square:
                 x = x * x
@@ -345,14 +345,19 @@ class Stream:
         """Inclusive running sums of ``x`` restarting at each entity (events are sorted by entity)."""
         if not len(x):
             return x
-        codes = self.keys // self.R
         if exact_global:  # integer-valued: the global prefix minus the prefix before the entity is exact
-            total = np.cumsum(x)
-            start = np.ones(len(x), dtype=bool)
-            start[1:] = codes[1:] != codes[:-1]
-            first = np.maximum.accumulate(np.where(start, np.arange(len(x)), 0))
+            total, first = np.cumsum(x), self.entity_first()
             return total - (total[first] - x[first])
-        return pd.Series(x).groupby(codes, sort=False).cumsum().to_numpy()
+        return pd.Series(x).groupby(self.keys // self.R, sort=False).cumsum().to_numpy()
+
+    def entity_first(self) -> np.ndarray:
+        """Position of the first event of each event's entity (events are sorted by entity)."""
+        if "entity_first" not in self._cums:
+            codes = self.keys // self.R
+            start = np.ones(len(codes), dtype=bool)
+            start[1:] = codes[1:] != codes[:-1]
+            self._cums["entity_first"] = np.maximum.accumulate(np.where(start, np.arange(len(codes)), 0))
+        return self._cums["entity_first"]
 
     def values(self, value: str) -> np.ndarray:
         """The ``value`` column of each event, in stream order (NaN where missing)."""
@@ -372,11 +377,7 @@ class Stream:
         if key not in self._cums:
             x = self.values(value)
             valid = np.isfinite(x)
-            codes = self.keys // self.R
-            start = np.ones(len(x), dtype=bool)
-            start[1:] = codes[1:] != codes[:-1]
-            first = np.maximum.accumulate(np.where(start, np.arange(len(x)), 0))
-            d = np.where(valid, x - np.nan_to_num(x[first] if len(x) else x), 0.0)
+            d = np.where(valid, x - np.nan_to_num(x[self.entity_first()] if len(x) else x), 0.0)
             self._cums[key] = (
                 self._running(valid.astype("float64"), exact_global=True),
                 self._running(d, exact_global=False),
