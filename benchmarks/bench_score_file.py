@@ -1,6 +1,6 @@
 """Speed and peak memory of ``score-file`` (pandas engine, no explanations) for two input sizes.
 
-Each size runs in a fresh process, so the peak resident memory (``ru_maxrss``) is that run's own; the
+Each size runs in a fresh process, so the peak resident memory (``VmHWM``) is that run's own; the
 baseline is the same process's peak after imports and model loading, before scoring. Both inputs are
 rewritten with 100k-row groups, so memory bounded by the chunk shows as the same peak for both sizes.
 rows/CPU-s is rows per second of the scoring process's own CPU time: on a busy machine it says what the
@@ -27,10 +27,16 @@ import pyarrow.parquet as pq
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB (Linux ru_maxrss is in KiB)."""
-    import resource
+    """This process's peak resident memory in MiB: ``VmHWM`` from /proc/self/status.
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    Not ``ru_maxrss``: Linux keeps that across ``fork``/``exec``, so a child started by this script
+    would report the parent's peak (the parent reads the input to write the subsets).
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def scorer_for(model_dir: Path | None, task: str):

@@ -230,14 +230,35 @@ def _pandas_engine(
     batch_size: int,
     progress: bool,
 ) -> int:
+    """Score chunk by chunk; reading the next chunk and writing the last one overlap with scoring.
+
+    One reader and one writer thread, each with at most one chunk in flight (memory stays bounded by a
+    few chunks); pyarrow's Parquet reads and writes release the GIL, so they run while LightGBM scores.
+    The writer thread writes in input order, so the output is the same file as a plain loop writes.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     total = source.metadata.num_rows
     rows = 0
-    with _progress(total, progress, f"scoring {task}") as bar:
+    chunks = iter_chunks(source, batch_size)
+    with (
+        _progress(total, progress, f"scoring {task}") as bar,
+        ThreadPoolExecutor(1, thread_name_prefix="score-file-read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="score-file-write") as write_thread,
+    ):
         job = bar.add_task(f"scoring {task}", total=total)
-        for batch in iter_chunks(source, batch_size):
-            writer.write_table(score_chunk(scorer, task, batch, schema, explain, k))
+        pending_read = reader.submit(next, chunks, None)
+        pending_write = None
+        while (batch := pending_read.result()) is not None:
+            pending_read = reader.submit(next, chunks, None)
+            scored = score_chunk(scorer, task, batch, schema, explain, k)
+            if pending_write is not None:
+                pending_write.result()  # raises a write error here, in order
+            pending_write = write_thread.submit(writer.write_table, scored)
             rows += batch.num_rows
             bar.update(job, advance=batch.num_rows)
+        if pending_write is not None:
+            pending_write.result()
     return rows
 
 
