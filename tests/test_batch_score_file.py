@@ -84,3 +84,22 @@ def test_dask_engine_on_a_local_cluster_equals_the_pandas_engine(setup):
     )
     assert result.engine == "dask" and result.rows == len(frame)
     pd.testing.assert_frame_equal(pd.read_parquet(dask_out), pd.read_parquet(pandas_out), check_exact=True)
+
+
+def test_a_failing_chunk_stops_the_run_with_its_error(setup, monkeypatch):
+    """The reader/writer threads neither swallow an error nor hang on it."""
+    import safetyml.batch.score_file as module
+
+    folder, _, _, scorer, path = setup
+    real, calls = module.score_chunk, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("chunk 3 failed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "score_chunk", flaky)
+    with pytest.raises(RuntimeError, match="chunk 3 failed"):
+        score_file("incident_risk", path, folder / "failed.parquet", scorer=scorer, batch_size=700, progress=False)
+    assert len(calls) == 3
