@@ -101,5 +101,6 @@ def test_a_failing_chunk_stops_the_run_with_its_error(setup, monkeypatch):
 
     monkeypatch.setattr(module, "score_chunk", flaky)
     with pytest.raises(RuntimeError, match="chunk 3 failed"):
-        score_file("incident_risk", path, folder / "failed.parquet", scorer=scorer, batch_size=700, progress=False)
+        out = folder / "failed.parquet"
+        score_file("incident_risk", path, out, scorer=scorer, batch_size=700, progress=False)
     assert len(calls) == 3
