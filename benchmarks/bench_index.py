@@ -1,16 +1,22 @@
-"""Benchmark of the TRUST index on simulated platforms, where the true risk of every unit is known.
+"""Benchmark of the TRUST index on simulated platforms, where the truth of every unit is known.
 
-Prints, per preset (small, medium) and seed, for cities and zones:
-- the Spearman rank correlation of the index with the true risk (median over periods);
-- the share of units whose true rank lies in their 90% rank interval (pooled over seeds: the bar, ≥ 90%);
-then the stability check (one more incident in one city moves no other city beyond the data noise) and
-the speed bar (medium preset, 1,000 Monte Carlo replications at zone level, ≤ 60 s).
+For each prior (``--priors``, default the one Gamma and the two-Gamma hot-population mixture, side by
+side on the same data, seeds and replications), per preset (small, medium) and seed, for cities and
+zones, it prints the Spearman rank correlation (median over periods) and the share of units whose true
+rank lies in their 90% rank interval (pooled over seeds: the bar, ≥ 90%) against TWO truths:
 
-True risk = mean true incident probability per trip (truth/trip_probability.parquet) over the city's
-trips, or the trips touching the zone (see safetyml.index.truth).
+- ``incident risk``: the mean true incident probability per trip (truth/trip_probability.parquet,
+  p_incident) over the city's trips, or the trips touching the zone — the estimand of incident_rate only;
+- ``true index``: the same index method applied to every indicator's true expected value (the
+  composite's own estimand; safetyml.index.truth.true_values says where each came from).
+
+It also prints the incident rate alone (its posterior draws' rank intervals against the incident risk,
+and the share of true rates inside the 90% rate interval), then the stability check (one more incident
+in one city moves no other city beyond the data noise) and the speed bar (medium preset, 1,000 Monte
+Carlo replications at zone level, ≤ 60 s). The load average is printed next to every timing.
 
     .venv/bin/python benchmarks/bench_index.py [--presets small,medium] [--seeds 1,2,3]
-        [--medium-seeds 1,2] [--replications 1000] [--work data/bench-index]
+        [--medium-seeds 7,8] [--replications 1000] [--priors gamma,mixture] [--work data/bench-index]
 """
 
 from __future__ import annotations
@@ -25,51 +31,77 @@ import pandas as pd
 
 from safetyml.index import truth
 from safetyml.index.build import compute_level
-from safetyml.index.config import default_config_path, load_config
+from safetyml.index.config import IndexConfig, default_config_path, load_config
 from safetyml.index.indicators import prepare
 from safetyml.index.stability import stability
 from safetyml.simulate import simulate
 from safetyml.tables import load_tables
 
+INCIDENT_RISK, TRUE_INDEX = "incident risk", "true index"
+
 
 def data_dir(work: Path, preset: str, seed: int) -> Path:
     out = work / f"{preset}-{seed}"
-    if not (out / "truth" / "trip_probability.parquet").exists():
+    if not truth.has_composite_truth(out):
+        if out.exists():
+            raise SystemExit(f"{out}: simulated before the composite truth columns; remove it or use --work")
         simulate(out, preset=preset, seed=seed, progress=False)
     return out
 
 
-def measure(work: Path, preset: str, seed: int, replications: int, config) -> tuple[list[dict], dict]:
+def _row(prior: str, level: str, what: str, against: str, table: pd.DataFrame, target: np.ndarray) -> dict:
+    figures = truth.agreement(table, target)
+    covered = round(figures["coverage"] * figures["units"])
+    return {"prior": prior, "level": level, "what": what, "against": against, **figures, "covered": covered}
+
+
+def measure(
+    work: Path, preset: str, seed: int, replications: int, configs: dict[str, IndexConfig]
+) -> tuple[list[dict], list[dict], object]:
     data = data_dir(work, preset, seed)
     t0 = time.perf_counter()
     tables = load_tables(data)
-    inputs = prepare(tables, config.period, config.experienced_days)
+    any_config = next(iter(configs.values()))
+    inputs = prepare(tables, any_config.period, any_config.experienced_days)
     prepared = time.perf_counter() - t0
-    rows, timing = [], {"load_and_prepare": prepared}
-    for level in ("city", "zone"):
-        t1 = time.perf_counter()
-        result = compute_level(inputs, config, level, replications, seed, progress=False)
-        timing[level] = time.perf_counter() - t1
-        table = result.table(config)
-        risk = truth.true_risk(data, inputs, result.panel)
-        figures = truth.agreement(table, risk)
-        frame = table.assign(true_risk=risk)
-        frame["true_rank"] = frame.groupby("period")["true_risk"].rank(ascending=False, method="min")
-        covered = int(
-            ((frame["true_rank"] >= frame["rank_low"]) & (frame["true_rank"] <= frame["rank_high"])).sum()
-        )
-        rows.append({"preset": preset, "seed": seed, "level": level, **figures, "covered": covered})
-        single = incident_rate_only(inputs, config, level, risk, result.panel, replications, seed)
-        rows.append({**single, "preset": preset})
-    return rows, timing | {"tables": tables}
+    rows, timings = [], []
+    for prior, config in configs.items():
+        timing = {"prior": prior, "load_and_prepare": prepared}
+        for level in ("city", "zone"):
+            t1 = time.perf_counter()
+            result = compute_level(inputs, config, level, replications, seed, progress=False)
+            timing[level] = time.perf_counter() - t1
+            timing[f"{level}_load"] = os.getloadavg()[0]
+            table = result.table(config)
+            risk = truth.true_risk(data, inputs, result.panel)
+            true_score, _ = truth.true_index(
+                data, inputs, result.panel, result.values.values, config, result.nominal.weights
+            )
+            rows.append(_row(prior, level, "index", INCIDENT_RISK, table, risk))
+            rows.append(_row(prior, level, "index", TRUE_INDEX, table, true_score))
+            both = truth.agreement(table.assign(score=true_score), risk)  # how far apart the two truths are
+            rows.append(
+                {"prior": prior, "level": level, "what": "true index", "against": INCIDENT_RISK, **both}
+                | {"coverage": np.nan, "covered": 0, "units": 0.0}
+            )
+            rows.append(
+                incident_rate_only(inputs, config, prior, level, risk, result.panel, replications, seed)
+            )
+        timings.append(timing)
+    return [{"preset": preset, "seed": seed, **r} for r in rows], timings, tables
 
 
-def incident_rate_only(inputs, config, level: str, risk: np.ndarray, panel, replications: int, seed: int):
+def incident_rate_only(
+    inputs, config, prior: str, level: str, risk: np.ndarray, panel, replications: int, seed: int
+) -> dict:
     """Coverage of the true rank by the rank interval of the incident rate alone (its posterior draws).
 
-    The incident rate is the one indicator whose estimand *is* the true risk, so this isolates the
-    uncertainty model (shrinkage, posterior, hyperparameters) from the composite's other constructs.
+    The incident rate is the one indicator whose estimand *is* the incident risk, so this isolates the
+    uncertainty model (shrinkage, prior, hyperparameters) from the composite's other constructs. Also
+    the share of true rates inside the 90% interval of the rate itself (``rate_coverage``).
     """
+    from scipy.stats import spearmanr
+
     from safetyml.index import aggregate, rates
     from safetyml.index.indicators import build_panel
 
@@ -83,19 +115,20 @@ def incident_rate_only(inputs, config, level: str, risk: np.ndarray, panel, repl
     rank_high = np.ceil(np.quantile(ranks, high, axis=0))
     true_rank = pd.Series(risk).groupby(periods).rank(ascending=False, method="min").to_numpy()
     covered = int(((true_rank >= rank_low) & (true_rank <= rank_high)).sum())
-    from scipy.stats import spearmanr
-
+    rate_low, rate_high = np.quantile(draws[..., 0] / single.scale[0], [low, high], axis=0)
     nominal = rates.estimate(single.num, single.den, single, config)[:, 0]
     rhos = [spearmanr(nominal[periods == p], risk[periods == p]).statistic for p in np.unique(periods)]
     return {
-        "preset": "",
-        "seed": seed,
-        "level": f"{level}/incident_rate",
+        "prior": prior,
+        "level": level,
+        "what": "incident rate alone",
+        "against": INCIDENT_RISK,
         "spearman": float(np.median(rhos)),
         "coverage": covered / len(risk),
         "units": float(len(risk)),
         "mean_interval_width": float((rank_high - rank_low + 1).mean()),
         "covered": covered,
+        "rate_coverage": float(((risk >= rate_low) & (risk <= rate_high)).mean()),
     }
 
 
@@ -103,83 +136,119 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="small,medium")
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--medium-seeds", default="1,2")
+    parser.add_argument("--medium-seeds", default="7,8")
     parser.add_argument("--replications", type=int, default=1000)
+    parser.add_argument(
+        "--priors", default="gamma,mixture", help="priors to compare (the config's by default both)"
+    )
+    parser.add_argument("--no-stability", action="store_true")
     parser.add_argument("--work", type=Path, default=Path("data/bench-index"))
     parser.add_argument("--config", type=Path, default=None)
     args = parser.parse_args()
-    config = load_config(args.config or default_config_path())
+    base = load_config(args.config or default_config_path())
+    configs = {p: base.model_copy(update={"prior": p}) for p in args.priors.split(",")}
     args.work.mkdir(parents=True, exist_ok=True)
     print(
-        f"config {config.source} (method {config.fingerprint()}); {args.replications} replications; "
-        f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        f"config {base.source} (prior in the file: {base.prior}); priors compared: {', '.join(configs)}; "
+        f"{args.replications} replications; load average at start {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores",
+        flush=True,
     )
     rows, speeds, stabilities = [], [], []
     for preset in args.presets.split(","):
         seeds = [int(s) for s in (args.medium_seeds if preset == "medium" else args.seeds).split(",")]
         for i, seed in enumerate(seeds):
-            found, timing = measure(args.work, preset, seed, args.replications, config)
+            found, timings, tables = measure(args.work, preset, seed, args.replications, configs)
             rows += found
-            load = os.getloadavg()[0]
-            speeds.append(
-                {
-                    "preset": preset,
-                    "seed": seed,
-                    **{k: v for k, v in timing.items() if k != "tables"},
-                    "load": load,
-                }
-            )
             for r in found:
-                print(
-                    f"{preset:6s} seed {seed} {r['level']:4s}: Spearman {r['spearman']:.3f}, "
+                extra = (
+                    f", rate interval holds the true rate {r['rate_coverage']:.3f}"
+                    if "rate_coverage" in r
+                    else ""
+                )
+                cover = (
                     f"coverage {r['coverage']:.3f} ({r['covered']}/{int(r['units'])}), "
-                    f"mean rank-interval width {r['mean_interval_width']:.1f}",
+                    f"mean rank-interval width {r['mean_interval_width']:.1f}"
+                    if r["units"]
+                    else "(the two truths' agreement)"
+                )
+                print(
+                    f"{preset:6s} seed {seed} {r['prior']:7s} {r['level']:4s} {r['what']:19s} vs "
+                    f"{r['against']:13s}: Spearman {r['spearman']:.3f}, {cover}{extra}",
                     flush=True,
                 )
-            print(
-                f"{preset:6s} seed {seed} seconds: load+prepare {timing['load_and_prepare']:.1f}, "
-                f"city {timing['city']:.1f}, zone {timing['zone']:.1f} (load average {load:.1f})",
-                flush=True,
-            )
-            if i == 0:
-                for city in sorted(timing["tables"].trips["city"].unique()):
-                    s = stability(timing["tables"], config, city)
-                    stabilities.append({"preset": preset, "seed": seed, **s.__dict__})
-                    print(
-                        f"{preset:6s} seed {seed} stability, +1 incident in {city}: own score moved "
-                        f"{s.moved_self:.3f}; worst other-city move = {s.worst_ratio:.3f} × its "
-                        "data-noise sd "
-                        f"({'within' if s.within_noise else 'BEYOND'} noise)",
-                        flush=True,
-                    )
-    table = pd.DataFrame(rows)
+            for t in timings:
+                speeds.append({"preset": preset, "seed": seed, **t})
+                print(
+                    f"{preset:6s} seed {seed} {t['prior']:7s} seconds: load+prepare "
+                    f"{t['load_and_prepare']:.1f}, city {t['city']:.1f}, zone {t['zone']:.1f} "
+                    f"(load average {t['zone_load']:.1f})",
+                    flush=True,
+                )
+            if i == 0 and not args.no_stability:
+                for prior, config in configs.items():
+                    for city in sorted(tables.trips["city"].unique()):
+                        s = stability(tables, config, city)
+                        stabilities.append({"preset": preset, "seed": seed, "prior": prior, **s.__dict__})
+                        print(
+                            f"{preset:6s} seed {seed} {prior:7s} stability, +1 incident in {city}: own score "
+                            f"moved {s.moved_self:.3f}; worst other-city move = {s.worst_ratio:.3f} × its "
+                            f"data-noise sd ({'within' if s.within_noise else 'BEYOND'} noise)",
+                            flush=True,
+                        )
+    summarise(pd.DataFrame(rows), pd.DataFrame(speeds), pd.DataFrame(stabilities), args.replications)
+
+
+def summarise(
+    table: pd.DataFrame, speeds: pd.DataFrame, stabilities: pd.DataFrame, replications: int
+) -> None:
     print("\n== Bars ==")
-    print("True risk: mean true incident probability per trip (truth/trip_probability.parquet).")
-    for (preset, level), g in table.groupby(["preset", "level"], sort=False):
+    print(
+        "incident risk = mean true incident probability per trip (the estimand of incident_rate only); "
+        "true index = the index method on every indicator's true expected value (the composite's estimand)"
+    )
+    keys = ["preset", "prior", "level", "what", "against"]
+    for key, g in table.groupby(keys, sort=False):
+        preset, prior, level, what, against = key
+        head = f"{preset:6s} {prior:7s} {level:4s} {what:19s} vs {against:13s}:"
+        seeds = ", ".join(f"{v:.3f}" for v in g["spearman"])
+        if not g["units"].sum():
+            print(f"{head} Spearman median {g['spearman'].median():.3f} (seeds {seeds})")
+            continue
         pooled = g["covered"].sum() / g["units"].sum()
+        per_seed = ", ".join(f"{v:.1%}" for v in g["coverage"])
+        rate = (
+            f"; rate interval holds the true rate {np.average(g['rate_coverage'], weights=g['units']):.1%}"
+            if "rate_coverage" in g and g["rate_coverage"].notna().all()
+            else ""
+        )
         print(
-            f"{preset:6s} {level:4s}: Spearman median {g['spearman'].median():.3f} "
-            f"(seeds {', '.join(f'{v:.3f}' for v in g['spearman'])}); 90% rank interval holds the true rank "
-            f"for {pooled:.1%} of {int(g['units'].sum())} unit-periods over {len(g)} seeds "
+            f"{head} Spearman median {g['spearman'].median():.3f} (seeds {seeds}); 90% rank interval holds "
+            f"the true rank for {pooled:.1%} of {int(g['units'].sum())} unit-periods (seeds {per_seed}; "
+            f"mean width {np.average(g['mean_interval_width'], weights=g['units']):.1f}){rate} "
             f"[{'meets' if pooled >= 0.9 else 'MISSES'} ≥ 90%]"
         )
-    both = table.groupby("preset")[["covered", "units"]].sum()
-    for preset, row in both.iterrows():
-        print(f"{preset:6s} cities and zones together: {row['covered'] / row['units']:.1%}")
-    st = pd.DataFrame(stabilities)
-    print(
-        f"stability: {int(st['within_noise'].sum())}/{len(st)} checks within noise; "
-        f"worst ratio {st['worst_ratio'].max():.3f}"
-    )
-    sp = pd.DataFrame(speeds)
-    medium = sp[sp["preset"] == "medium"]
-    if len(medium):
-        verdict = "meets" if np.median(medium["zone"]) <= 60 else "MISSES"
+    index_rows = table[table["what"] == "index"]
+    for (preset, prior, against), g in index_rows.groupby(["preset", "prior", "against"], sort=False):
         print(
-            f"speed: medium, {args.replications} replications at zone level (panel + Monte Carlo + "
-            f"decomposition): median {np.median(medium['zone']):.1f} s over {len(medium)} runs "
-            f"(load average {medium['load'].median():.1f}) [{verdict} ≤ 60 s]; "
-            f"loading and preparing the tables took {np.median(medium['load_and_prepare']):.1f} s more"
+            f"{preset:6s} {prior:7s} cities and zones together vs {against}: "
+            f"{g['covered'].sum() / g['units'].sum():.1%}"
+        )
+    if len(stabilities):
+        for prior, st in stabilities.groupby("prior", sort=False):
+            print(
+                f"stability ({prior}): {int(st['within_noise'].sum())}/{len(st)} checks within noise; "
+                f"worst ratio {st['worst_ratio'].max():.3f}"
+            )
+    medium = speeds[speeds["preset"] == "medium"]
+    for prior, g in medium.groupby("prior", sort=False):
+        verdict = "meets" if np.median(g["zone"]) <= 60 else "MISSES"
+        print(
+            f"speed ({prior}): medium, {replications} replications at zone level (panel + Monte Carlo + "
+            f"decomposition): median {np.median(g['zone']):.1f} s over {len(g)} runs "
+            f"({', '.join(f'{v:.1f}' for v in g['zone'])}; load average {g['zone_load'].median():.1f}) "
+            f"[{verdict} ≤ 60 s]; loading and preparing the tables took "
+            f"{np.median(g['load_and_prepare']):.1f} s more"
         )
 
 

@@ -118,7 +118,8 @@ class IndexResult:
     data: Path | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
     run_id: str | None = None
-    truth: dict[str, dict[str, float]] | None = None  # agreement with the simulator's true risk
+    # agreement with the simulator's true incident risk, and (true_index_*) with the true index
+    truth: dict[str, dict[str, float]] | None = None
 
     @property
     def index(self) -> pd.DataFrame:
@@ -237,8 +238,7 @@ def build_index(
     result = IndexResult(cfg, levels, notes, seconds, Path(data) if data is not None else None)
     if truth.has_truth(result.data):
         result.truth = {
-            level: truth.agreement(r.table(cfg), truth.true_risk(result.data, inputs, r.panel))
-            for level, r in levels.items()
+            level: truth.agreements(result.data, inputs, r.table(cfg), r, cfg) for level, r in levels.items()
         }
     if out is not None:
         write_outputs(result, Path(out), report=report)

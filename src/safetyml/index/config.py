@@ -126,6 +126,11 @@ class IndexConfig(BaseModel):
     pool_periods: bool = Field(
         True, description="estimate a group's between-unit spread over all periods (as a squared CV)"
     )
+    prior: Literal["gamma", "mixture"] = Field(
+        "gamma",
+        description="empirical-Bayes prior of the shrunk rates: one Gamma, or a two-Gamma scale mixture "
+        "(a hot population with r times the others' rate; safetyml.index.shrink)",
+    )
     impute_cities: Literal["error", "group_rate"] = Field(
         "error", description="a city with no data for a required indicator: stop, or use its market's rate"
     )
@@ -138,6 +143,11 @@ class IndexConfig(BaseModel):
 
     @model_validator(mode="after")
     def _framework(self) -> IndexConfig:
+        if self.prior == "mixture" and self.uncertainty.data == "poisson":
+            raise ValueError(
+                "prior: the mixture prior draws rates from its posterior; use uncertainty.data: posterior "
+                "(or none), or prior: gamma with uncertainty.data: poisson"
+            )
         for name, spec in self.indicators.items():
             if spec.pillar not in self.pillars:
                 raise ValueError(

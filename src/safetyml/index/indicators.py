@@ -313,6 +313,7 @@ class Panel:
     scale: np.ndarray  # (indicators,)
     resample: np.ndarray  # (indicators,) bool
     notes: dict[str, str] = field(default_factory=dict)  # indicator → why it was left out
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # fits reused by every draw
 
     @property
     def raw(self) -> np.ndarray:

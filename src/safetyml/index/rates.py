@@ -41,11 +41,29 @@ def _fill_missing(values: np.ndarray, periods: np.ndarray) -> np.ndarray:
     return out
 
 
-def estimate(num: np.ndarray, den: np.ndarray, panel: Panel, config: IndexConfig) -> np.ndarray:
-    """Rates for counts shaped (..., U, I): shrunk where the indicator says so, else raw; scaled."""
+def _groups(panel: Panel, config: IndexConfig) -> tuple[np.ndarray, np.ndarray | None]:
     groups, pools = panel.group_codes(config.min_group_units)
-    pools = pools if config.pool_periods else None
-    shrunk = shrink.shrink(num, den, groups, pools)
+    return groups, (pools if config.pool_periods else None)
+
+
+def mixture_fit(panel: Panel, config: IndexConfig) -> shrink.MixturePosterior:
+    """The two-Gamma prior's grid posterior for the panel's own counts, computed once per panel."""
+    key = ("mixture", config.min_group_units, config.pool_periods)
+    if key not in panel.cache:
+        panel.cache[key] = shrink.mixture_posterior(panel.num, panel.den, *_groups(panel, config))
+    return panel.cache[key]
+
+
+def estimate(num: np.ndarray, den: np.ndarray, panel: Panel, config: IndexConfig) -> np.ndarray:
+    """Rates for counts shaped (..., U, I): shrunk where the indicator says so, else raw; scaled.
+
+    With ``prior: mixture`` the panel's own counts (U, I) get the two-Gamma posterior mean; counts
+    redrawn for the Monte Carlo (the Poisson redraws of unshrunk shares) keep Marshall's estimator."""
+    groups, pools = _groups(panel, config)
+    if config.prior == "mixture" and num is panel.num:
+        shrunk = shrink.mixture_shrink(num, den, groups, pools, mixture_fit(panel, config))
+    else:
+        shrunk = shrink.shrink(num, den, groups, pools)
     with np.errstate(invalid="ignore", divide="ignore"):
         raw = np.where(den > 0, np.nan_to_num(num) / np.where(den > 0, den, 1.0), np.nan)
     m, _ = shrink.prior(num, den, groups, pools)
@@ -89,9 +107,12 @@ def draws(panel: Panel, config: IndexConfig, mode: str, n: int, rng: np.random.G
         redrawn = rng.poisson(np.broadcast_to(counts, (n, *counts.shape))).astype("float64")
         redrawn = np.where(panel.resample, redrawn, counts)
         return estimate(np.where(panel.den > 0, redrawn, np.nan), panel.den, panel, config)
-    groups, pools = panel.group_codes(config.min_group_units)
-    pools = pools if config.pool_periods else None
-    rates = shrink.posterior_draws(panel.num, panel.den, groups, n, rng, pools) * panel.scale
+    groups, pools = _groups(panel, config)
+    if config.prior == "mixture":
+        fit = mixture_fit(panel, config)
+        rates = shrink.mixture_draws(panel.num, panel.den, groups, n, rng, pools, fit) * panel.scale
+    else:
+        rates = shrink.posterior_draws(panel.num, panel.den, groups, n, rng, pools) * panel.scale
     # indicators that are not shrunk (shares) or not counts: Poisson around the observed count instead
     plain = ~(_shrink_flags(config, panel) & panel.resample)
     if plain.any():

@@ -263,11 +263,13 @@ def finish_block(
         rng.choice([3, 4, 5], len(hit), p=[0.7, 0.22, 0.08]),
         rng.choice([1, 2], len(hit), p=[0.6, 0.4]),
     )
-    tl = np.tile(TYPE_BASE, (len(hit), 1))
-    tl[:, 0] += 0.8 * rain[hit] + 0.05 * b["dist"][hit]
-    tl[:, 1] += 1.2 * night[hit] + 1.0 * hot_any[hit]
-    tl[:, 2] += 1.2 * night[hit] + 1.0 * hot_any[hit] + 0.5 * cash[hit] + 1.0 * b["robbery"][hit]
-    tl[:, 4] += 0.5 * cash[hit]
+    # type logits of every trip (an incident's type is their Gumbel-max draw, i.e. softmax probabilities)
+    type_logit = np.tile(TYPE_BASE, (n, 1))
+    type_logit[:, 0] += 0.8 * rain + 0.05 * b["dist"]
+    type_logit[:, 1] += 1.2 * night + 1.0 * hot_any
+    type_logit[:, 2] += 1.2 * night + 1.0 * hot_any + 0.5 * cash + 1.0 * b["robbery"]
+    type_logit[:, 4] += 0.5 * cash
+    tl = type_logit[hit]
     itype = np.argmax(tl + rng.gumbel(size=tl.shape), axis=1)
     occurred = b["t"][hit] + rng.integers(5 * 60, 45 * 60, len(hit)) * 10**9
     missing = rng.random(n) < MISSING_DROPOFF
@@ -325,11 +327,16 @@ def finish_block(
             "rain": b["rain"],
         }
     )
+    type_share = np.exp(type_logit - type_logit.max(axis=1, keepdims=True))
+    type_share /= type_share.sum(axis=1, keepdims=True)
     truth = pa.table(
         {
             "trip_id": trip_ids,
             "p_incident": p,
             "p_incident_severe": p * q_severe,
+            # P(incident of that type) = p x softmax(type logits): assault + robbery + harassment; accident
+            "p_incident_violence": p * type_share[:, 1:4].sum(axis=1),
+            "p_incident_accident": p * type_share[:, 0],
             "log_odds_dynamic": b["dyn_logit"].astype(np.float32),
             "episode": b["episode"],
         }
