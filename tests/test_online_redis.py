@@ -165,3 +165,29 @@ def test_an_unreachable_redis_is_a_503_naming_the_store_not_a_500() -> None:
     assert error_response(caught.value)[0] == 503
     with pytest.raises(StoreUnavailableError):
         store.write_all(_version(1, 3), pd.Timestamp("2026-10-01T00:00:00Z"), "v")
+
+
+def test_materialize_cli_takes_a_redis_url_and_monitoring_reads_its_as_of(
+    redis_server: Any, small_data_dir: Any, tmp_path, monkeypatch
+) -> None:
+    """``features materialize --store redis://…`` writes to Redis (a Path option would mangle the URL), and
+    monitoring's store freshness reads the store the service reads (SAFETYML_ONLINE_STORE_URL)."""
+    from typer.testing import CliRunner
+
+    from safetyml.cli import app
+    from safetyml.features.online import OnlineStore
+    from safetyml.monitoring.run import _store_as_of
+
+    monkeypatch.setenv(envvars.HOME, str(tmp_path / "home"))  # no SQLite store, no registered models
+    url = redis_server.url.rsplit("/", 1)[0] + "/3"
+    as_of = "2026-08-01T00:00:00Z"
+    args = ["features", "materialize", "--data", str(small_data_dir), "--store", url, "--as-of", as_of]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "home" / "online_store.sqlite").exists()
+    with OnlineStore.open(url) as store:
+        assert pd.Timestamp(store.metadata()["as_of"]) == pd.Timestamp(as_of)
+        assert store.ids("rider")
+    assert _store_as_of() is None  # no URL set, no SQLite file: nothing to read
+    with environment({envvars.ONLINE_STORE_URL: url}):
+        assert _store_as_of() == pd.Timestamp(as_of)

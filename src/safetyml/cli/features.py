@@ -182,8 +182,11 @@ def materialize_cmd(
     as_of: str | None = typer.Option(
         None, "--as-of", help="Timestamp (UTC if no zone); default: after the last event."
     ),
-    store_path: Path | None = typer.Option(
-        None, "--store", help="SQLite file (default SAFETYML_HOME/online_store.sqlite)."
+    store_path: str | None = typer.Option(
+        None,
+        "--store",
+        help="SQLite file or redis:// URL (default SAFETYML_ONLINE_STORE_URL, else "
+        "SAFETYML_HOME/online_store.sqlite).",
     ),
     on_invalid: str = typer.Option("raise", "--on-invalid", help="raise: stop on invalid rows; quarantine."),
     features_dir: Path | None = typer.Option(

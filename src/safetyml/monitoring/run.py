@@ -405,13 +405,16 @@ def _appeals(since: pd.Timestamp) -> pd.DataFrame | None:
 
 
 def _store_as_of() -> pd.Timestamp | None:
-    from safetyml import paths
+    """The as_of of the online store the service reads: ``SAFETYML_ONLINE_STORE_URL`` (Redis) if set, else
+    the SQLite file in ``SAFETYML_HOME`` (None when there is none yet)."""
+    import os
+
+    from safetyml import envvars, paths
     from safetyml.features.online import STORE_FILE, OnlineStore
 
-    path = paths.home() / STORE_FILE
-    if not path.exists():
+    if not os.environ.get(envvars.ONLINE_STORE_URL) and not (paths.home() / STORE_FILE).exists():
         return None
-    store = OnlineStore.open(path)
+    store = OnlineStore.open()
     try:
         stamp = store.metadata().get("as_of")
     finally:
