@@ -76,6 +76,41 @@ def test_merchant_credit_on_dask_equals_the_pandas_frame(lake, dask_client, tmp_
     assert_same_frame(read_frame_dataset(out), expected)
 
 
+@pytest.mark.slow
+def test_zone_groups_split_cities_by_h3_parent_with_a_halo(lake, pandas_frame, dask_client, tmp_path):
+    """Zone groups of at most 300 trip ends: every city with trips is split over several H3-parent
+    groups, rings at group edges read the neighbours' events from the halo and the city priors are the
+    groups' counts summed, so the frame is still bit-identical. Without the halo, rings (only) go wrong."""
+    from safetyml.features import zones
+    from safetyml.features.distributed import build_frame_dask
+    from safetyml.features.zone_groups import plan_zone_groups
+    from safetyml.tables import load_tables_dask
+
+    tables = load_tables_dask(lake, dask_client)
+    result = build_frame_dask("incident_risk", tables, dask_client, tmp_path / "h", zone_trips=300)
+    frame = read_frame_dataset(tmp_path / "h")
+    assert_same_frame(frame, pandas_frame)
+    assert not (tmp_path / "h" / "_answers").exists()
+
+    # the plan the build used: several groups in each big city, and trips whose ring crosses a group edge
+    trips = load_tables(lake).trips
+    cells = zones.cells_int(trips["pickup_lat"], trips["pickup_lng"])
+    ends = pd.Series(np.concatenate([cells, zones.cells_int(trips["dropoff_lat"], trips["dropoff_lng"])]))
+    plan = plan_zone_groups(ends.value_counts(), 300)
+    assert result.groups["zone"] >= plan.n > 2 * trips["city"].nunique()
+    known = cells[cells != zones.NO_CELL]
+    by_city = pd.DataFrame({"city": zones.nearest_city(known), "group": plan.of(known)})
+    assert (by_city.groupby("city")["group"].nunique() > 1).sum() >= 2
+    ring_groups = plan.of(zones.neighbours(known).ravel()).reshape(-1, 7)
+    crosses = (ring_groups != plan.of(known)[:, None]) & (ring_groups >= 0)
+    assert crosses.any(axis=1).mean() > 0.2
+
+    build_frame_dask("incident_risk", tables, dask_client, tmp_path / "no_halo", zone_trips=300, halo=False)
+    wrong = read_frame_dataset(tmp_path / "no_halo")
+    differ = [c for c in pandas_frame.columns if not wrong[c].equals(pandas_frame[c])]
+    assert differ and all("ring_" in c for c in differ), differ
+
+
 def assert_same_vectors(ours: pd.DataFrame, theirs: pd.DataFrame, entity: str) -> None:
     assert list(ours.index) == list(theirs.index), entity
     assert list(ours.columns) == list(theirs.columns), entity

@@ -8,28 +8,30 @@ existing vectorised :class:`~safetyml.features.engine.FeatureEngine` on its own 
 - **rider groups** (hash of ``rider_id``): rider and pair columns, plus the trip's keys and label;
 - **merchant groups** (hash of ``merchant_id``) with the merchants' ledger and credit events: merchant
   columns;
-- **zone groups**, one per city (the registry city nearest to a cell, the coarsest parent that keeps each
-  zone's empirical-Bayes city prior inside one group), with a **halo**: a trip is also sent to every
-  city one of whose cells lies in the ring of one of the trip's cells, so rings at the edge of a group
-  see all their events.
+- **zone groups**: whole H3 parent cells packed into groups of bounded size
+  (:mod:`safetyml.features.zone_groups`), with a **halo**: a trip end is also sent to the group of every
+  cell of its ring, so rings at the edge of a group see all their events. The city-level quantities that
+  zone rates are shrunk toward (empirical Bayes at the same instant) are counts: each group counts them on
+  the cells it owns at every zone query time of the city, the counts are summed per city (exact: integer
+  sums) and joined back into the groups that answer the zones.
 
 A trip routed to a group only for its events (an incident's linked trip, a halo trip) adds events there
 but is not answered there; each (trip, entity) is answered exactly once, by its own group. Riders,
 merchants and incidents are broadcast to every worker (they are small next to trips; a billion-trip
-platform would shuffle incidents by key instead). The answers are shuffled by day of ``as_of`` and
-written as a hive-partitioned Parquet dataset (``date=YYYY-MM-DD/part-0.parquet``), each day sorted as
-the pandas engine sorts the whole frame, so the days read in order are the pandas frame.
+platform would shuffle incidents by key instead). Each group writes its answers as one small Parquet file
+per day into a working folder; the days are then assembled from those files and written as a
+hive-partitioned Parquet dataset (``date=YYYY-MM-DD/part-0.parquet``), each day sorted as the pandas
+engine sorts the whole frame, so the days read in order are the pandas frame.
 
-Parity: counts, maxima, distinct counts, ratios and categorical columns are bit-identical to the pandas
-engine; float sums and means over windows are equal up to rounding (relative 1e-12): the engine answers a
-window as a difference of cumulative sums, and a group's cumulative sums start from different prefixes.
-The groups are a hand-rolled split on futures rather than ``DataFrame.shuffle`` because rows must go to
-several groups at once (halo, linked trips) and trips must meet their merchant's ledger in the group of
-the same number.
+Parity: every column is bit-identical to the pandas engine (window sums are per-entity running totals,
+``Stream.cum``; city counts are integers). The groups are a hand-rolled split on futures rather than
+``DataFrame.shuffle`` because rows must go to several groups at once (halo, linked trips) and trips must
+meet their merchant's ledger in the group of the same number.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -42,8 +44,10 @@ import pandas as pd
 
 from safetyml.features import zones
 from safetyml.features.definitions import PAIR_SEPARATOR, FeatureSet, load_feature_set
-from safetyml.features.engine import DAY_NS, FeatureEngine, trip_city
+from safetyml.features.engine import DAY_NS, FeatureEngine, city_counts_additive, trip_city, zone_floor_ns
 from safetyml.features.frames import ROLES, _merchant_credit, _needed, incident_risk_rows, months_between
+from safetyml.features.request import to_ns
+from safetyml.features.zone_groups import ZoneGroups, halo_pairs, plan_zone_groups
 from safetyml.tables import ROW_GROUP_ROWS, DaskTables, Tables, table_files, write_parquet
 from safetyml.tasks import INCIDENT_RISK, MERCHANT_CREDIT
 
@@ -55,7 +59,8 @@ __all__ = [
     "read_frame_dataset",
 ]
 
-GROUP_TRIPS = 250_000  # trips per rider or merchant group (a group is one task's working set)
+GROUP_TRIPS = 250_000  # trips per rider or merchant group, trip ends per zone group (one task's working set)
+NO_CELL_GROUP = "no cell"  # the zone group of trip ends without a cell (they read only their city's counts)
 
 
 @dataclass
@@ -71,6 +76,33 @@ class DaskFrameResult:
     seconds: float
 
 
+@dataclass
+class _Context:
+    """What every group task shares (broadcast to every worker once): the small tables, the empty ledger
+    and credit tables of a group without any, the feature set and the zone groups."""
+
+    riders: pd.DataFrame
+    merchants: pd.DataFrame
+    incidents: pd.DataFrame
+    empty: dict[str, pd.DataFrame]
+    fs: FeatureSet
+    zone_groups: ZoneGroups | None = None
+
+    def engine(
+        self, trips: pd.DataFrame, ledger: pd.DataFrame | None = None, credit: pd.DataFrame | None = None
+    ) -> FeatureEngine:
+        """The pandas engine on one group's trips (and a merchant group's ledger and credit events)."""
+        tables = Tables(
+            riders=self.riders,
+            merchants=self.merchants,
+            trips=trips.drop(columns="_row"),
+            incidents=self.incidents,
+            merchant_ledger=self.empty["merchant_ledger"] if ledger is None else ledger,
+            credit_events=self.empty["credit_events"] if credit is None else credit,
+        )
+        return FeatureEngine(tables, self.fs)
+
+
 # ---------------------------------------------------------------------------------------------- routing
 
 
@@ -82,29 +114,71 @@ def _hash_group(ids: pd.Series, n: int) -> np.ndarray:
 
 def _halo_pairs(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, city) pairs: for each row's cell, every city nearest to a cell of its ring (grid_disk k=1),
-    its own city included; a row without a cell has none."""
-    unique, inverse = np.unique(cells, return_inverse=True)
-    known = np.flatnonzero(unique != zones.NO_CELL)
-    if not len(known):
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
-    disk = zones.neighbours(unique[known])
-    flat = disk.ravel()
-    pairs = pd.DataFrame({"slot": np.repeat(known, disk.shape[1]), "city": zones.nearest_city(flat)})
-    pairs = pairs[flat != zones.NO_CELL].drop_duplicates()
-    joined = pd.DataFrame({"row": np.arange(len(cells)), "slot": inverse}).merge(pairs, on="slot")
-    return joined["row"].to_numpy(), joined["city"].to_numpy(dtype=object)
+    its own city included; a row without a cell has none (the zone groups of ``materialize``)."""
+    return halo_pairs(cells, zones.nearest_city)
+
+
+def _end_cells(trips: pd.DataFrame) -> np.ndarray:
+    """The (pickup, drop-off) H3 cell of each trip of a partition, int64 (NO_CELL without coordinates)."""
+    return np.column_stack([zones.cells_int(trips[f"{role}_lat"], trips[f"{role}_lng"]) for role in ROLES])
+
+
+def _cell_counts(cells: np.ndarray) -> pd.Series:
+    """Trip ends per cell of one partition (an end counted once per trip when both ends share a cell)."""
+    pickup, dropoff = cells[:, 0], cells[:, 1]
+    ends = np.concatenate([pickup, dropoff[dropoff != pickup]])
+    return pd.Series(ends).value_counts()
+
+
+def _zone_routes(
+    trips: pd.DataFrame, cells: np.ndarray, city: np.ndarray, zone_groups: ZoneGroups | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(row, zone group) pairs of a partition: each end's owner and halo groups (the nearest cities of its
+    ring without ``zone_groups``); an end without a cell goes to its trip's city, or the no-cell group."""
+    rows_out, groups_out = [], []
+    for j in range(len(ROLES)):
+        end = cells[:, j]
+        if zone_groups is None:
+            rows, groups = _halo_pairs(end)
+        elif zone_groups.halo:
+            rows, groups = halo_pairs(end, zone_groups.of)
+        else:
+            rows = np.flatnonzero(end != zones.NO_CELL)
+            groups = zone_groups.of(end[rows]).astype(object)
+        missing = np.flatnonzero(end == zones.NO_CELL)
+        rows_out += [rows, missing]
+        if zone_groups is None:
+            groups_out += [groups, city[missing]]
+        else:
+            groups_out += [groups, np.full(len(missing), NO_CELL_GROUP, dtype=object)]
+    zone = pd.DataFrame({"row": np.concatenate(rows_out), "group": np.concatenate(groups_out)}).dropna()
+    return zone["row"].to_numpy(), zone["group"].to_numpy(dtype=object)
+
+
+def _query_times(
+    cells: np.ndarray, t: np.ndarray, city: np.ndarray, floor: int | None
+) -> dict[str, np.ndarray]:
+    """The distinct zone query times (floored as the engine floors them) of each city in a partition: a
+    cell's city is its nearest city, an end without a cell asks its trip's city."""
+    if floor:
+        t = (t // floor) * floor
+    found: dict[str, list[np.ndarray]] = defaultdict(list)
+    for j in range(len(ROLES)):
+        end = cells[:, j]
+        home = np.where(end == zones.NO_CELL, city, zones.nearest_city(end))
+        frame = pd.DataFrame({"city": home, "t": t}).dropna().drop_duplicates()
+        for name, part in frame.groupby("city"):
+            found[str(name)].append(part["t"].to_numpy(dtype=np.int64))
+    return {name: np.unique(np.concatenate(parts)) for name, parts in found.items()}
 
 
 def _route(
-    trips: pd.DataFrame,
-    offset: int,
-    merchants: pd.DataFrame,
-    incidents: pd.DataFrame,
-    n_riders: int,
-    n_merchants: int,
-) -> dict[str, dict[Any, pd.DataFrame]]:
-    """Split one partition of trips into its rider, merchant and zone groups (a trip may go to several)."""
+    trips: pd.DataFrame, offset: int, cells: np.ndarray, ctx: _Context, n_riders: int, n_merchants: int
+) -> dict[str, dict[Any, Any]]:
+    """Split one partition of trips into its rider, merchant and zone groups (a trip may go to several);
+    with H3-parent zone groups, also the distinct zone query times of each city (``"times"``)."""
     trips = trips.reset_index(drop=True).assign(_row=np.arange(len(trips), dtype=np.int64) + offset)
+    incidents = ctx.incidents
     linked = incidents[incidents["trip_id"].isin(trips["trip_id"])]
     position = pd.Index(trips["trip_id"]).get_indexer(linked["trip_id"])
     routes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -114,22 +188,17 @@ def _route(
         rows = np.concatenate([np.arange(len(trips)), position[extra]])
         groups = np.concatenate([own, _hash_group(linked[column][extra], n)])
         routes[kind] = (rows, groups)
-    city = trip_city(trips, merchants).to_numpy(dtype=object)
-    zone_rows, zone_groups = [], []
-    for role in ROLES:
-        cells = zones.cells_int(trips[f"{role}_lat"], trips[f"{role}_lng"])
-        rows, cities = _halo_pairs(cells)
-        missing = np.flatnonzero(cells == zones.NO_CELL)  # an end without a cell: the trip's city answers
-        zone_rows += [rows, missing]
-        zone_groups += [cities, city[missing]]
-    zone = pd.DataFrame({"row": np.concatenate(zone_rows), "group": np.concatenate(zone_groups)}).dropna()
-    routes["zone"] = (zone["row"].to_numpy(), zone["group"].to_numpy(dtype=object))
-    out: dict[str, dict[Any, pd.DataFrame]] = {}
+    city = trip_city(trips, ctx.merchants).to_numpy(dtype=object)
+    routes["zone"] = _zone_routes(trips, cells, city, ctx.zone_groups)
+    out: dict[str, dict[Any, Any]] = {}
     for kind, (rows, groups) in routes.items():
         pairs = pd.DataFrame({"row": rows, "group": groups}).drop_duplicates()
         out[kind] = {
             group: trips.iloc[np.sort(part["row"].to_numpy())] for group, part in pairs.groupby("group")
         }
+    if ctx.zone_groups is not None:
+        t = to_ns(trips["requested_at"])
+        out["times"] = _query_times(cells, t, city, zone_floor_ns(ctx.fs))
     return out
 
 
@@ -166,58 +235,46 @@ def _groups_of(routed: dict[str, dict[Any, pd.DataFrame]], kind: str) -> list:
 # ---------------------------------------------------------------------------------------------- groups
 
 
-def _tables(
-    trips: pd.DataFrame, riders: pd.DataFrame, merchants: pd.DataFrame, incidents: pd.DataFrame, **others
-) -> Tables:
-    empty = {name: others.get(name) for name in ("merchant_ledger", "credit_events")}
-    return Tables(
-        riders=riders,
-        merchants=merchants,
-        trips=trips.drop(columns="_row"),
-        incidents=incidents,
-        merchant_ledger=empty["merchant_ledger"],
-        credit_events=empty["credit_events"],
-    )
+Answers = tuple[Path, dict[int, tuple[int, int]]]  # a group's answers file and its day -> (row group, rows)
 
 
-def _group_tables(
-    trips: pd.DataFrame,
-    riders: pd.DataFrame,
-    merchants: pd.DataFrame,
-    incidents: pd.DataFrame,
-    ledger: pd.DataFrame | None,
-    credit: pd.DataFrame | None,
-    empty: dict[str, pd.DataFrame],
-) -> Tables:
-    """A merchant group's tables: its ledger and credit events, or the empty ones when it has none."""
-    return _tables(
-        trips,
-        riders,
-        merchants,
-        incidents,
-        merchant_ledger=empty["merchant_ledger"] if ledger is None else ledger,
-        credit_events=empty["credit_events"] if credit is None else credit,
-    )
+def _answers(frame: pd.DataFrame, t: np.ndarray, path: Path) -> Answers:
+    """Write one group's answers to ``path``, one Parquet row group per day (bounded: a group's answers
+    never wait in memory for the assembly); returns the path and its day -> (row group, rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-
-def _by_day(frame: pd.DataFrame, t: np.ndarray) -> dict[int, pd.DataFrame]:
     day = t // DAY_NS
-    return {int(d): part.drop(columns="_day") for d, part in frame.assign(_day=day).groupby("_day")}
+    order = np.argsort(day, kind="stable")
+    frame, day = frame.iloc[order].reset_index(drop=True), day[order]
+    days, starts = np.unique(day, return_index=True)
+    ends = np.append(starts[1:], len(day))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    index: dict[int, tuple[int, int]] = {}
+    with pq.ParquetWriter(path, table.schema) as writer:
+        for i, (d, s, e) in enumerate(zip(days.tolist(), starts.tolist(), ends.tolist(), strict=True)):
+            writer.write_table(table.slice(s, e - s), row_group_size=max(e - s, 1))
+            index[int(d)] = (i, e - s)
+    return path, index
+
+
+def _read_days(path: Path, index: dict[int, tuple[int, int]], days: list[int]) -> pd.DataFrame | None:
+    """The rows of some days from one group's answers file (only their row groups are read)."""
+    import pyarrow.parquet as pq
+
+    groups = [index[d][0] for d in days if d in index]
+    if not groups:
+        return None
+    return pq.ParquetFile(path).read_row_groups(groups).to_pandas()
 
 
 def _rider_group(
-    trips: pd.DataFrame,
-    group: int,
-    n_groups: int,
-    riders: pd.DataFrame,
-    merchants: pd.DataFrame,
-    incidents: pd.DataFrame,
-    empty: dict[str, pd.DataFrame],
-    fs: FeatureSet,
-    label_min_severity: int,
-) -> dict[int, pd.DataFrame]:
-    """Keys, label, rider and pair columns of the trips whose rider is in ``group``, split by day."""
-    engine = FeatureEngine(_tables(trips, riders, merchants, incidents, **empty), fs)
+    trips: pd.DataFrame, group: int, n_groups: int, ctx: _Context, label_min_severity: int, path: Path
+) -> Answers:
+    """Keys, label, rider and pair columns of the trips whose rider is in ``group``, written by day."""
+    fs = ctx.fs
+    engine = ctx.engine(trips)
     ev = engine.events
     own = np.flatnonzero(_hash_group(ev.trips["rider_id"], n_groups) == group)
     trips_own = ev.trips.iloc[own].reset_index(drop=True)
@@ -245,29 +302,27 @@ def _rider_group(
     if need["pair"]:
         pair = engine.columns("pair", None, t, names=need["pair"], codes=trips_own["pair_code"].to_numpy())
         out.update({f"pair:{k}": v for k, v in pair.items()})
-    return _by_day(pd.DataFrame(out), t)
+    return _answers(pd.DataFrame(out), t, path)
 
 
 def _merchant_group(
     trips: pd.DataFrame,
     group: int,
     n_groups: int,
-    riders: pd.DataFrame,
-    merchants: pd.DataFrame,
-    incidents: pd.DataFrame,
+    ctx: _Context,
     ledger: pd.DataFrame | None,
     credit: pd.DataFrame | None,
-    empty: dict[str, pd.DataFrame],
-    fs: FeatureSet,
+    path: Path,
     snapshots: dict[str, Any] | None = None,
-) -> dict[int, pd.DataFrame]:
+) -> Answers:
     """Merchant columns of the trips whose merchant is in ``group`` (with that group's ledger and credit
-    events), split by day; with ``snapshots`` (merchant_credit), the group's merchants' month-end rows
-    instead (:func:`_credit_rows`)."""
-    tables = _group_tables(trips, riders, merchants, incidents, ledger, credit, empty)
-    engine = FeatureEngine(tables, fs)
+    events), written by day; with ``snapshots`` (merchant_credit), the group's merchants' month-end rows
+    instead (:func:`_credit_rows`), by snapshot day."""
+    fs = ctx.fs
+    engine = ctx.engine(trips, ledger, credit)
     if snapshots is not None:
-        return _credit_rows(engine, group, n_groups, fs, **snapshots)
+        frame = _credit_rows(engine, group, n_groups, fs, **snapshots)
+        return _answers(frame, pd.DatetimeIndex(frame["as_of"]).asi8, path)
     ev = engine.events
     own = np.flatnonzero(_hash_group(ev.trips["merchant_id"], n_groups) == group)
     t = ev.trips["t"].to_numpy()[own]
@@ -275,39 +330,102 @@ def _merchant_group(
     codes = ev.trips["merchant_code"].to_numpy()[own]
     merchant = engine.columns("merchant", None, t, names=need["merchant"], codes=codes)
     out = {"_row": trips["_row"].to_numpy()[own], **{f"merchant:{k}": v for k, v in merchant.items()}}
-    return _by_day(pd.DataFrame(out), t)
+    return _answers(pd.DataFrame(out), t, path)
+
+
+def _zone_defs(fs: FeatureSet) -> list:
+    need = _needed(fs, fs.for_task(INCIDENT_RISK))["zone"]
+    return [d for d in fs.entity_features("zone") if d.name in need]
+
+
+def _zone_city_part(trips: pd.DataFrame, group: int, ctx: _Context, times: dict[str, Any]) -> dict:
+    """The city-level counts of the zone features over the cells ``group`` owns, at every zone query time
+    of each city (``times``): the group's share of each city's counts (summed by :func:`_city_counts`)."""
+    engine = ctx.engine(trips)
+    ev, owner = engine.events, ctx.zone_groups.owner
+    for frame in (ev.zone_trips, ev.zone_incidents):  # halo events are counted by the groups owning them
+        mine = owner(frame["cell"].to_numpy()) == group
+        frame["zone_city_code"] = np.where(mine, frame["zone_city_code"].to_numpy(), -1)
+    city_index = engine.index["city"]
+    present = np.concatenate([f["zone_city_code"].to_numpy() for f in (ev.zone_trips, ev.zone_incidents)])
+    defs = _zone_defs(ctx.fs)
+    out = {}
+    for code in np.unique(present[present >= 0]).tolist():
+        name = city_index[code]
+        if name in times:
+            grid = times[name]
+            out[name] = engine.zone_city_counts(np.full(len(grid), code, dtype=np.int64), grid, defs)
+    return out
+
+
+def _union_times(city: str, *routed: dict) -> np.ndarray:
+    """A city's zone query times over every partition."""
+    parts = [r["times"][city] for r in routed if city in r["times"]]
+    return np.unique(np.concatenate(parts))
+
+
+def _city_counts(city: str, *parts: dict) -> dict[str, np.ndarray]:
+    """One city's counts: the sum of every group's share (integers: exact in any order)."""
+    total: dict[str, np.ndarray] = {}
+    for part in parts:
+        for key, values in part.get(city, {}).items():
+            total[key] = total[key] + values if key in total else values.copy()
+    return total
+
+
+class _CityLookup:
+    """The city counts of zone queries, read from the per-city tables (a city without events, or a row
+    without a city, counts zero as on pandas)."""
+
+    def __init__(self, city_index: pd.Index, times: dict[str, np.ndarray], counts: dict[str, dict]):
+        self.city_index, self.times, self.counts = city_index, times, counts
+
+    def __call__(self, city_codes: np.ndarray, t: np.ndarray, defs: list) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(t)))
+        for code in np.unique(city_codes[city_codes >= 0]).tolist():
+            name = self.city_index[code]
+            rows = np.flatnonzero(city_codes == code)
+            grid = self.times[name]
+            pos = np.searchsorted(grid, t[rows])
+            if (pos >= len(grid)).any() or (grid[np.minimum(pos, len(grid) - 1)] != t[rows]).any():
+                raise AssertionError(f"a zone query time of {name} is missing from its city counts")
+            for key, values in self.counts.get(name, {}).items():
+                out[key][rows] = values[pos]
+        return out
 
 
 def _zone_group(
-    trips: pd.DataFrame,
-    city: str,
-    riders: pd.DataFrame,
-    merchants: pd.DataFrame,
-    incidents: pd.DataFrame,
-    empty: dict[str, pd.DataFrame],
-    fs: FeatureSet,
-) -> dict[int, pd.DataFrame]:
-    """Pickup and drop-off zone columns answered by the zone group of ``city``, split by day.
-
-    A trip end is answered here when its cell's nearest city is ``city`` (or, without a cell, when the
-    trip's city is); the other trips of the group are halo: their events count, their ends are answered
-    by their own group.
-    """
-    engine = FeatureEngine(_tables(trips, riders, merchants, incidents, **empty), fs)
+    trips: pd.DataFrame, group: Any, ctx: _Context, path: Path, cities: list[str], *tables: Any
+) -> Answers:
+    """Pickup and drop-off zone columns of the trip ends ``group`` owns (the no-cell group: the ends
+    without a cell), with the cities' counts joined in, written by day. The group's other trip ends are
+    halo: their events count, their ends are answered by their own group."""
+    times, counts = tables[: len(cities)], tables[len(cities) :]
+    engine = ctx.engine(trips)
+    lookup = _CityLookup(
+        engine.index["city"], dict(zip(cities, times, strict=True)), dict(zip(cities, counts, strict=True))
+    )
     ev = engine.events
-    need = _needed(fs, fs.for_task(INCIDENT_RISK))
     pieces = []
     for role in ROLES:
         cells = ev.trips[f"{role}_cell"].to_numpy()
-        home = zones.nearest_city(cells)
-        home = np.where(cells == zones.NO_CELL, ev.trips["city"].astype("object").to_numpy(), home)
-        own = np.flatnonzero(home == city)
+        if group == NO_CELL_GROUP:
+            own = np.flatnonzero(cells == zones.NO_CELL)
+        else:
+            own = np.flatnonzero(ctx.zone_groups.of(cells) == group)
         t = ev.trips["t"].to_numpy()[own]
-        cols = engine.columns("zone", cells[own], t, city=ev.trips["city"].iloc[own], names=need["zone"])
+        cols = engine.columns(
+            "zone",
+            cells[own],
+            t,
+            city=ev.trips["city"].iloc[own],
+            names=_needed(ctx.fs, ctx.fs.for_task(INCIDENT_RISK))["zone"],
+            city_counts=lookup,
+        )
         frame = pd.DataFrame({"_row": trips["_row"].to_numpy()[own], "_role": role, "_t": t})
         pieces.append(frame.assign(**{f"zone:{k}": v for k, v in cols.items()}))
     frame = pd.concat(pieces, ignore_index=True)
-    return _by_day(frame.drop(columns="_t"), frame["_t"].to_numpy())
+    return _answers(frame.drop(columns="_t"), frame["_t"].to_numpy(), path)
 
 
 def _credit_rows(
@@ -327,7 +445,7 @@ def _credit_rows(
     frame = _merchant_credit(
         engine, fs, horizon_days, min_history_days, snapshots=months, data_end=data_end, own=own
     )
-    return _by_day(frame, pd.DatetimeIndex(frame["as_of"]).asi8)
+    return frame
 
 
 def _span(frame: pd.DataFrame, column: str) -> tuple[int, int] | None:
@@ -355,10 +473,10 @@ def _credit_clock(tables: DaskTables, client: Any) -> dict[str, Any]:
     return {"months": months_between(first, last).asi8, "data_end": max(credit_ends, default=last)}
 
 
-def _assemble_credit_days(days: list[int], out: Path, pieces: list) -> tuple[int, int]:
-    """Some snapshot days of the merchant_credit frame from every group, sorted as the pandas engine sorts
-    the frame (as_of, merchant_id), one Parquet part per day."""
-    frame = pd.concat([p for p in pieces if p is not None], ignore_index=True)
+def _assemble_credit_days(days: list[int], out: Path, answers: list[Answers]) -> tuple[int, int]:
+    """Some snapshot days of the merchant_credit frame from every group's answers file, sorted as the
+    pandas engine sorts the frame (as_of, merchant_id), one Parquet part per day."""
+    frame = pd.concat(_pieces(answers, days), ignore_index=True)
     frame = frame.sort_values(["as_of", "merchant_id"], kind="stable").reset_index(drop=True)
     day_of = pd.DatetimeIndex(frame["as_of"]).asi8 // DAY_NS
     for day in days:
@@ -375,15 +493,6 @@ def _write_day(frame: pd.DataFrame, out: Path, day: int) -> None:
 # ---------------------------------------------------------------------------------------------- days
 
 
-def _days_piece(result: dict[int, pd.DataFrame], days: list[int]) -> pd.DataFrame | None:
-    pieces = [result[d] for d in days if d in result]
-    return pd.concat(pieces, ignore_index=True) if pieces else None
-
-
-def _day_counts(result: dict[int, pd.DataFrame]) -> dict[int, int]:
-    return {day: len(frame) for day, frame in result.items()}
-
-
 def _batches(counts: dict[int, int], rows: int) -> list[list[int]]:
     """Consecutive days in batches of at least ``rows`` trips (the last may be smaller): one assembly
     task per batch, so a small platform's days do not each pay a task's fixed cost."""
@@ -398,19 +507,28 @@ def _batches(counts: dict[int, int], rows: int) -> list[list[int]]:
     return [batch for batch in out if batch]
 
 
+def _pieces(answers: list[Answers], days: list[int]) -> list[pd.DataFrame]:
+    return [p for p in (_read_days(path, index, days) for path, index in answers) if p is not None]
+
+
 def _assemble_days(
-    days: list[int], out: Path, fs: FeatureSet, base: list, merchant: list, zone: list
+    days: list[int],
+    out: Path,
+    fs: FeatureSet,
+    base: list[Answers],
+    merchant: list[Answers],
+    zone: list[Answers],
 ) -> tuple[int, int]:
-    """Some consecutive days of the frame: the groups' answers joined on the trip, ordered as the pandas
-    engine orders the whole frame (by request time, then input order), request features computed, each
-    day written as its own Parquet part."""
-    keys = pd.concat([p for p in base if p is not None], ignore_index=True)
+    """Some consecutive days of the frame: the groups' answers (read from their files, only these days)
+    joined on the trip, ordered as the pandas engine orders the whole frame (by request time, then input
+    order), request features computed, each day written as its own Parquet part."""
+    keys = pd.concat(_pieces(base, days), ignore_index=True)
     keys = keys.sort_values(["t", "_row"], kind="stable").reset_index(drop=True)
     rows = pd.Index(keys["_row"])
+    zone_frames = _pieces(zone, days)
 
-    def aligned(pieces: list, prefix: str, role: str | None = None) -> dict[str, np.ndarray]:
+    def aligned(frames: list[pd.DataFrame], prefix: str, role: str | None = None) -> dict[str, np.ndarray]:
         """The answers of one entity (one trip end for zones) in the day's row order."""
-        frames = [p for p in pieces if p is not None]
         if role is not None:
             frames = [f[f["_role"].to_numpy() == role] for f in frames]
         if not frames:
@@ -424,12 +542,15 @@ def _assemble_days(
     def strip(frame: pd.DataFrame, prefix: str) -> dict[str, np.ndarray]:
         return {c.split(":", 1)[1]: frame[c].to_numpy() for c in frame.columns if c.startswith(prefix)}
 
-    parts: dict[str, Any] = {"rider": strip(keys, "rider:"), "merchant": aligned(merchant, "merchant:")}
+    parts: dict[str, Any] = {
+        "rider": strip(keys, "rider:"),
+        "merchant": aligned(_pieces(merchant, days), "merchant:"),
+    }
     pair = strip(keys, "pair:")
     if pair:
         parts["pair"] = pair
     for role in ROLES:
-        parts[role] = aligned(zone, "zone:", role)
+        parts[role] = aligned(zone_frames, "zone:", role)
     frame = incident_risk_rows(keys, keys["label"].to_numpy(), parts, fs)
     day_of = keys["t"].to_numpy() // DAY_NS
     for day in days:
@@ -450,14 +571,11 @@ class _Routing:
 
     client: Any
     groups: int  # rider and merchant groups (hash of the id)
-    cities: list[str]  # zone groups
+    zone_groups: list  # zone group keys: cities, or H3-parent group numbers (and the no-cell group)
     routed: list  # futures: each trips partition split by group
     by_merchant: dict[str, list]  # futures: ledger and credit events split by merchant group
-    riders: Any
-    merchants: Any
-    incidents: Any
-    empty: dict[str, pd.DataFrame]
-    fs: Any
+    ctx: Any  # future of the _Context every group task shares
+    cities: list[str]  # cities with zone queries (H3-parent zone groups only)
 
     def trips(self, kind: str, group: Any) -> Any:
         """A future of the trips of one group (its own trips and those routed to it for their events)."""
@@ -468,7 +586,7 @@ class _Routing:
         pieces = [self.client.submit(_piece, split, group) for split in self.by_merchant[name]]
         return self.client.submit(_concat_rows, *pieces)
 
-    def merchant_group(self, group: int, snapshots: Any = None) -> Any:
+    def merchant_group(self, group: int, path: Path, snapshots: Any = None) -> Any:
         """A future of :func:`_merchant_group` on merchant group ``group`` (its trips, ledger and credit
         events)."""
         ledger, credit = (
@@ -477,20 +595,34 @@ class _Routing:
         )
         trips = self.trips("merchant", group)
         return self.client.submit(
-            _merchant_group,
-            trips,
-            group,
-            self.groups,
-            *self.shared(),
-            ledger,
-            credit,
-            self.empty,
-            self.fs,
-            snapshots,
+            _merchant_group, trips, group, self.groups, self.ctx, ledger, credit, path, snapshots
         )
 
-    def shared(self) -> tuple:
-        return self.riders, self.merchants, self.incidents
+    def zone_answers(self, folder: Path) -> list:
+        """Futures of every zone group's answers: each parent group's share of its cities' counts, the
+        counts summed per city, then each group answered with them."""
+        client = self.client
+        times = {c: client.submit(_union_times, c, *self.routed) for c in self.cities}
+        trips = {g: self.trips("zone", g) for g in self.zone_groups}
+        parts = [
+            client.submit(_zone_city_part, trips[g], g, self.ctx, times)
+            for g in self.zone_groups
+            if g != NO_CELL_GROUP
+        ]
+        counts = [client.submit(_city_counts, c, *parts) for c in self.cities]
+        return [
+            client.submit(
+                _zone_group,
+                trips[g],
+                g,
+                self.ctx,
+                folder / f"zone-{g}.parquet",
+                self.cities,
+                *times.values(),
+                *counts,
+            )
+            for g in self.zone_groups
+        ]
 
 
 def _same(value: Any) -> Any:
@@ -508,32 +640,54 @@ def _shared(client: Any, value: Any) -> Any:
 
 
 def _routing(
-    tables: DaskTables, client: Any, fs: FeatureSet, n_groups: int | None, group_trips: int
+    tables: DaskTables,
+    client: Any,
+    fs: FeatureSet,
+    n_groups: int | None,
+    group_trips: int,
+    zone_trips: int | None = None,
+    halo: bool = True,
 ) -> _Routing:
-    """Broadcast riders, merchants and incidents; route every trips partition to its groups."""
-    from safetyml.engine import worker_count
+    """Broadcast riders, merchants and incidents; route every trips partition to its groups. With
+    ``zone_trips``, zones are grouped by H3 parent (at most that many trip ends a group, and at least one
+    group per worker); without, by city (``materialize``)."""
+    from safetyml.engine import EngineError, worker_count
 
     n_trips = tables.row_counts["trips"] - tables.quarantined.get("trips", 0)
-    groups = n_groups or max(worker_count(client), -(-n_trips // group_trips))
+    workers = worker_count(client)
+    groups = n_groups or max(workers, -(-n_trips // group_trips))
     small = [_gathered(tables, name) for name in ("riders", "merchants", "incidents")]
-    riders, merchants, incidents = (_shared(client, frame) for frame in small)
-    fs_future = _shared(client, fs)
+    empty = {name: tables.get(name)._meta for name in ("merchant_ledger", "credit_events")}
     parts = tables.partitions["trips"]
+    cells = client.map(_end_cells, parts)
+    plan = None
+    if zone_trips is not None:
+        if not city_counts_additive(_zone_defs(fs)):
+            raise EngineError(
+                "features/zone.yaml: a zone feature's city prior sums a value (not a count), so its city "
+                "quantities cannot be added up over H3-parent groups; the Dask engine needs counts there"
+            )
+        counts = pd.concat(client.gather(client.map(_cell_counts, cells))).groupby(level=0).sum()
+        budget = max(1, min(zone_trips, -(-int(counts.sum()) // workers)))
+        plan = plan_zone_groups(counts, budget, halo)
+    ctx = _shared(client, _Context(*small, empty, fs, plan))
     lengths = client.gather(client.map(len, parts))
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64).tolist()
     routed = [
-        client.submit(_route, part, offset, merchants, incidents, groups, groups)
-        for part, offset in zip(parts, offsets, strict=True)
+        client.submit(_route, part, offset, cell, ctx, groups, groups)
+        for part, offset, cell in zip(parts, offsets, cells, strict=True)
     ]
     by_merchant = {
         name: client.map(_split_by_key, tables.partitions[name], column="merchant_id", n=groups)
         for name in ("merchant_ledger", "credit_events")
     }
-    cities = sorted({c for r in client.gather(client.map(_groups_of, routed, kind="zone")) for c in r})
-    empty = {name: tables.get(name)._meta for name in ("merchant_ledger", "credit_events")}
-    return _Routing(
-        client, groups, cities, routed, by_merchant, riders, merchants, incidents, empty, fs_future
+    zone_groups = sorted(
+        {g for r in client.gather(client.map(_groups_of, routed, kind="zone")) for g in r}, key=str
     )
+    cities = []
+    if plan is not None:
+        cities = sorted({c for r in client.gather(client.map(_groups_of, routed, kind="times")) for c in r})
+    return _Routing(client, groups, zone_groups, routed, by_merchant, ctx, cities)
 
 
 def build_frame_dask(
@@ -548,12 +702,17 @@ def build_frame_dask(
     min_history_days: int = 60,
     group_trips: int = GROUP_TRIPS,
     n_groups: int | None = None,
+    zone_trips: int | None = None,
+    halo: bool = True,
 ) -> DaskFrameResult:
     """Build the ``task`` frame on the cluster of ``client`` into the dataset folder ``out``.
 
     ``n_groups`` fixes the number of rider and merchant groups (default: one per ``group_trips`` trips,
-    at least one per worker). ``merchant_credit`` runs on the merchant groups only (its features are
-    merchant features) and is written by snapshot day (``date=YYYY-MM-01``).
+    at least one per worker); ``zone_trips`` bounds the trip ends of a zone group (default
+    ``group_trips``; at least one group per worker). ``halo=False`` leaves out the ring neighbours'
+    events (wrong rings at group edges: only to show what the halo is for). ``merchant_credit`` runs on
+    the merchant groups only (its features are merchant features) and is written by snapshot day
+    (``date=YYYY-MM-01``).
     """
     from safetyml.engine import EngineError
 
@@ -564,42 +723,43 @@ def build_frame_dask(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; the Dask engine writes a dataset folder there")
-    r = _routing(tables, client, fs, n_groups, group_trips)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "_answers"  # the groups' answers, by day; removed once the days are assembled
+    zone = zone_trips or group_trips if task == INCIDENT_RISK else None
+    r = _routing(tables, client, fs, n_groups, group_trips, zone, halo)
     if task == MERCHANT_CREDIT:
-        return _build_credit(r, tables, out, horizon_days, min_history_days, started)
+        return _build_credit(r, tables, out, work, horizon_days, min_history_days, started)
     results: dict[str, list] = {"rider": [], "merchant": [], "zone": []}
     for g in range(r.groups):
+        path = work / f"rider-{g}.parquet"
         results["rider"].append(
-            client.submit(
-                _rider_group, r.trips("rider", g), g, r.groups, *r.shared(), r.empty, r.fs, label_min_severity
-            )
+            client.submit(_rider_group, r.trips("rider", g), g, r.groups, r.ctx, label_min_severity, path)
         )
-        results["merchant"].append(r.merchant_group(g))
-    for city in r.cities:
-        results["zone"].append(
-            client.submit(_zone_group, r.trips("zone", city), city, *r.shared(), r.empty, r.fs)
+        results["merchant"].append(r.merchant_group(g, work / f"merchant-{g}.parquet"))
+    results["zone"] = r.zone_answers(work)
+    answers = {kind: client.gather(futures) for kind, futures in results.items()}
+    counts_by_day = _rows_by_day(answers["rider"])
+    written = [
+        client.submit(
+            _assemble_batch, batch, out, r.ctx, answers["rider"], answers["merchant"], answers["zone"]
         )
-    counts_by_day = _rows_by_day(client, results["rider"])
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for batch in _batches(counts_by_day, ROW_GROUP_ROWS):
-        pieces = {
-            kind: [client.submit(_days_piece, f, batch) for f in futures] for kind, futures in results.items()
-        }
-        written.append(
-            client.submit(
-                _assemble_days, batch, out, r.fs, pieces["rider"], pieces["merchant"], pieces["zone"]
-            )
-        )
-    groups = {"rider": r.groups, "merchant": r.groups, "zone": len(r.cities)}
-    return _written(task, out, client.gather(written), len(counts_by_day), groups, started)
+        for batch in _batches(counts_by_day, ROW_GROUP_ROWS)
+    ]
+    done = client.gather(written)
+    shutil.rmtree(work)
+    groups = {"rider": r.groups, "merchant": r.groups, "zone": len(r.zone_groups)}
+    return _written(task, out, done, len(counts_by_day), groups, started)
 
 
-def _rows_by_day(client: Any, results: list) -> dict[int, int]:
-    """Rows per day over the groups' answers (each a dict day -> frame), without moving the frames."""
+def _assemble_batch(days, out, ctx: _Context, base, merchant, zone) -> tuple[int, int]:
+    return _assemble_days(days, out, ctx.fs, base, merchant, zone)
+
+
+def _rows_by_day(answers: list[Answers]) -> dict[int, int]:
+    """Rows per day over the groups' answers files, from their day indices."""
     counts_by_day: dict[int, int] = defaultdict(int)
-    for counts in client.gather(client.map(_day_counts, results)):
-        for day, rows in counts.items():
+    for _, index in answers:
+        for day, (_, rows) in index.items():
             counts_by_day[day] += rows
     return counts_by_day
 
@@ -619,23 +779,28 @@ def _written(
 
 
 def _build_credit(
-    r: _Routing, tables: DaskTables, out: Path, horizon_days: int, min_history_days: int, started: float
+    r: _Routing,
+    tables: DaskTables,
+    out: Path,
+    work: Path,
+    horizon_days: int,
+    min_history_days: int,
+    started: float,
 ) -> DaskFrameResult:
     """merchant_credit on the merchant groups, then one assembly task per batch of snapshot days."""
     client = r.client
     settings = {"horizon_days": horizon_days, "min_history_days": min_history_days}
     snapshots = _shared(client, {**settings, **_credit_clock(tables, client)})
-    results = [r.merchant_group(g, snapshots) for g in range(r.groups)]
-    counts_by_day = _rows_by_day(client, results)
-    out.mkdir(parents=True, exist_ok=True)
+    results = [r.merchant_group(g, work / f"merchant-{g}.parquet", snapshots) for g in range(r.groups)]
+    answers = client.gather(results)
+    counts_by_day = _rows_by_day(answers)
     written = [
-        client.submit(
-            _assemble_credit_days, batch, out, [client.submit(_days_piece, f, batch) for f in results]
-        )
+        client.submit(_assemble_credit_days, batch, out, answers)
         for batch in _batches(counts_by_day, ROW_GROUP_ROWS)
     ]
-    groups = {"merchant": r.groups}
-    return _written(MERCHANT_CREDIT, out, client.gather(written), len(counts_by_day), groups, started)
+    done = client.gather(written)
+    shutil.rmtree(work)
+    return _written(MERCHANT_CREDIT, out, done, len(counts_by_day), {"merchant": r.groups}, started)
 
 
 # ---------------------------------------------------------------------------------------------- materialize
@@ -647,13 +812,9 @@ def _group_vectors(
     group: Any,
     n_groups: int,
     cities: list[str],
-    riders: pd.DataFrame,
-    merchants: pd.DataFrame,
-    incidents: pd.DataFrame,
+    ctx: _Context,
     ledger: pd.DataFrame | None,
     credit: pd.DataFrame | None,
-    empty: dict[str, pd.DataFrame],
-    fs: FeatureSet,
     as_of: pd.Timestamp,
     columns: dict[str, list[str]],
 ) -> dict[str, pd.DataFrame]:
@@ -663,9 +824,8 @@ def _group_vectors(
     from safetyml.features.online import ENTITIES, entity_vectors
 
     mine = {"rider": ("rider", "pair"), "merchant": ("merchant",), "zone": ("zone", "city")}[kind]
-    tables = _group_tables(trips, riders, merchants, incidents, ledger, credit, empty)
     limited = {e: (columns[e] if e in mine else []) for e in ENTITIES}
-    vectors = entity_vectors(FeatureEngine(tables, fs), as_of, limited)
+    vectors = entity_vectors(ctx.engine(trips, ledger, credit), as_of, limited)
     out = {}
     for entity in mine:
         frame = vectors.get(entity)
@@ -740,17 +900,15 @@ def entity_vectors_dask(
                 kind,
                 group,
                 r.groups,
-                r.cities,
-                *r.shared(),
+                r.zone_groups,
+                r.ctx,
                 ledger,
                 credit,
-                r.empty,
-                r.fs,
                 stamp,
                 columns,
             )
         )
-    for city in r.cities:
+    for city in r.zone_groups:
         jobs.append(
             client.submit(
                 _group_vectors,
@@ -758,12 +916,10 @@ def entity_vectors_dask(
                 "zone",
                 city,
                 r.groups,
-                r.cities,
-                *r.shared(),
+                r.zone_groups,
+                r.ctx,
                 None,
                 None,
-                r.empty,
-                r.fs,
                 stamp,
                 columns,
             )

@@ -586,6 +586,12 @@ def eb_rate(
 # ---------------------------------------------------------------------------------------------- engine
 
 
+def zone_floor_ns(fs: FeatureSet) -> int | None:
+    """The zone features' ``as_of_floor`` in ns (None: zones are answered at T itself)."""
+    floor = fs.entity_file("zone").as_of_floor if "zone" in fs.files else None
+    return window_ns(floor) if floor else None
+
+
 class FeatureEngine:
     """Computes the entity features of a :class:`FeatureSet` from a :class:`Tables`, point in time."""
 
@@ -594,8 +600,7 @@ class FeatureEngine:
         self.events = events or prepare_events(tables)
         self.index = self.events.index
         self._streams: dict[tuple, Stream] = {}
-        floor = fs.entity_file("zone").as_of_floor if "zone" in fs.files else None
-        self.zone_floor = window_ns(floor) if floor else None
+        self.zone_floor = zone_floor_ns(fs)
 
     # --------------------------------------------------------------------------------------- streams
     def stream(
@@ -838,13 +843,17 @@ class FeatureEngine:
         city: Any = None,
         names: list[str] | None = None,
         codes: np.ndarray | None = None,
+        city_counts: CityCounts | None = None,
     ) -> dict[str, Any]:
-        """:meth:`compute` as a dict of arrays (no DataFrame: building one copies every column once more)."""
+        """:meth:`compute` as a dict of arrays (no DataFrame: building one copies every column once more).
+
+        ``city_counts`` (zones) supplies the city-level quantities instead of this engine's own events
+        (:meth:`zone_city_counts`): the Dask engine's H3-parent groups hold only part of a city."""
         n = len(ids) if ids is not None else len(codes)
         t = self._as_of_ns(as_of, n)
         defs = [d for d in self.fs.entity_features(entity) if names is None or d.name in names]
         if entity == "zone":
-            return self._compute_zone(ids, t, city, defs)
+            return self._compute_zone(ids, t, city, defs, city_counts)
         q = Queries(self.codes(entity, ids) if codes is None else codes, t)
         return {d.name: self._entity_value(entity, d, q) for d in defs}
 
@@ -902,7 +911,12 @@ class FeatureEngine:
 
     # --------------------------------------------------------------------------------------- zones
     def _compute_zone(
-        self, ids: Any, t: np.ndarray, city: Any, defs: list[FeatureDefinition]
+        self,
+        ids: Any,
+        t: np.ndarray,
+        city: Any,
+        defs: list[FeatureDefinition],
+        city_counts: CityCounts | None = None,
     ) -> dict[str, np.ndarray]:
         n = len(t)
         cells = self.cell_ints(ids)
@@ -928,7 +942,6 @@ class FeatureEngine:
         u_cell, u_city, u_t = cells[first], city_codes[first], t[first]
 
         q_cell = Queries(zone_codes[first], u_t)
-        q_city = Queries(u_city, u_t)
         ring: list[RingQueries] = []  # built at the first ring feature
 
         def local(d: FeatureDefinition) -> Queries | RingQueries:
@@ -940,32 +953,32 @@ class FeatureEngine:
             return ring[0]
 
         no_cell = u_cell == zones.NO_CELL
+        counts = (city_counts or self.zone_city_counts)(u_city, u_t, defs)
 
-        def measure_on(q: Queries, group: str | None):
-            def meas(measure: Measure, w: int | None) -> np.ndarray:
-                return self._measure("zone", measure, q, w, group)
+        def city_meas(measure: Measure, w: int | None) -> np.ndarray:
+            return counts[city_key(measure, w)]
 
-            return meas
-
-        city_meas = measure_on(q_city, "city")
         out: dict[str, np.ndarray] = {}
         for d in defs:
             spec = d.spec
-            local_meas = measure_on(local(d), None)
+            q = local(d)
+
+            def local_meas(measure: Measure, w: int | None, q=q) -> np.ndarray:
+                return self._measure("zone", measure, q, w, None)
+
             if spec.agg in STREAM_AGGS:
-                value = self._stream_agg("zone", d, local(d), None)
+                value = self._stream_agg("zone", d, q, None)
                 fallback = np.full(len(u_t), np.nan)
                 if spec.agg == "rate" and d.variant is None:
-                    (trips, k), (city_n, city_k) = value, self._stream_agg("zone", d, q_city, "city")
+                    trips, k = value
+                    city_n, city_k = counts[f"rate_n:{d.name}"], counts[f"rate_k:{d.name}"]
                     if spec.prior_trips:
                         value = eb_rate(k, trips, city_k, city_n, spec.prior_trips, spec.per)
                     else:
                         value = spec.per * _ratio(k, trips)
                     fallback = spec.per * _ratio(city_k, city_n)
             elif spec.agg == "eb_rate":
-                den = spec.denominator
-                num_m = Measure(source=spec.source, where=spec.where)
-                den_m = Measure(source=den.source or spec.source, where=den.where)
+                num_m, den_m = _eb_measures(spec)
                 k, m = local_meas(num_m, d.window_ns), local_meas(den_m, d.window_ns)
                 city_k, city_n = city_meas(num_m, d.window_ns), city_meas(den_m, d.window_ns)
                 value = eb_rate(k, m, city_k, city_n, spec.prior_trips, spec.per)
@@ -978,6 +991,73 @@ class FeatureEngine:
                     fallback = self._formula(spec, d.window_ns, city_meas)
             out[d.name] = np.where(no_cell, fallback, value)[inverse]
         return out
+
+    def zone_city_counts(
+        self, city_codes: np.ndarray, t: np.ndarray, defs: list[FeatureDefinition]
+    ) -> dict[str, np.ndarray]:
+        """Every city-level quantity the zone features ``defs`` read at (city code, T), keyed as
+        :func:`city_key` (T already floored): the empirical-Bayes priors and the fallbacks of rows without
+        a cell. The Dask engine computes them per H3-parent group on the group's own cells and adds them
+        up (see :func:`city_counts_additive`)."""
+        q_city = Queries(city_codes, t)
+        out: dict[str, np.ndarray] = {}
+
+        def city_meas(measure: Measure, w: int | None) -> np.ndarray:
+            key = city_key(measure, w)
+            if key not in out:
+                out[key] = self._measure("zone", measure, q_city, w, "city")
+            return out[key]
+
+        for d in defs:
+            spec = d.spec
+            if spec.agg in STREAM_AGGS:
+                if spec.agg == "rate" and d.variant is None:
+                    out[f"rate_n:{d.name}"], out[f"rate_k:{d.name}"] = self._stream_agg(
+                        "zone", d, q_city, "city"
+                    )
+            elif spec.agg == "eb_rate":
+                for measure in _eb_measures(spec):
+                    city_meas(measure, d.window_ns)
+            elif spec.agg not in ("count", "sum", "net"):
+                self._formula(spec, d.window_ns, city_meas)
+        return out
+
+
+CityCounts = (
+    Any  # (city codes, floored T, defs) -> {city_key: array}: FeatureEngine.zone_city_counts or a lookup
+)
+
+
+def city_key(measure: Measure, window: int | None) -> str:
+    """The name of one city-level windowed measure in :meth:`FeatureEngine.zone_city_counts`."""
+    return json.dumps(["measure", measure.source, measure.where or {}, measure.value, window], default=str)
+
+
+def _eb_measures(spec: FeatureSpec) -> tuple[Measure, Measure]:
+    """(numerator, denominator) counts of an empirical-Bayes rate."""
+    den = spec.denominator
+    return (
+        Measure(source=spec.source, where=spec.where),
+        Measure(source=den.source or spec.source, where=den.where),
+    )
+
+
+def city_counts_additive(defs: list[FeatureDefinition]) -> bool:
+    """True when every city-level quantity of these zone features is a count (no value summed): counts
+    split over disjoint sets of cells add up exactly, so partial city quantities can be summed."""
+    for d in defs:
+        spec = d.spec
+        den = spec.denominator
+        if spec.agg == "rate" and d.variant is None and den is not None and den.value is not None:
+            return False
+        if spec.agg in STREAM_AGGS or spec.agg in ("count", "sum", "net", "eb_rate"):
+            continue
+        if spec.value is not None or (den is not None and den.value is not None):
+            return False
+        minus = getattr(spec, "minus", None)
+        if minus is not None and minus.value is not None:
+            return False
+    return True
 
 
 def max_event_time(tables: Tables) -> pd.Timestamp:
