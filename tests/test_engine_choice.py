@@ -53,12 +53,6 @@ def test_dask_without_the_extra_names_the_extra(monkeypatch):
     assert result.exit_code == 2 and "safetyml[dask]" in result.output
 
 
-def test_a_command_without_a_dask_path_would_refuse_it_clearly():
-    with pytest.raises(EngineError, match=r"does not run on the Dask engine: .*--engine pandas"):
-        EngineChoice(engine="dask").refuse_dask("some-command", "not built")
-    EngineChoice().refuse_dask("some-command", "not built")  # pandas: nothing to refuse
-
-
 def test_scheduler_without_dask_is_refused_by_the_commands():
     result = runner.invoke(
         app, ["score-file", "incident_risk", "--input", "x.parquet", "--out", "y.parquet", "--scheduler", "a"]

@@ -38,7 +38,7 @@ LOOPBACK = envvars.LOOPBACK
 
 
 class EngineError(SafetymlError, ValueError):
-    """An engine flag that cannot be honoured (unknown engine, scheduler without Dask, Dask not supported)."""
+    """An engine flag or an engine job that cannot be honoured (unknown engine, scheduler without Dask)."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,6 @@ class EngineChoice:
             return f"dask on {self.scheduler}"
         kind = "processes" if self.processes else "threads"
         return f"dask on a LocalCluster of {self.n_workers or default_workers()} {kind}"
-
-    def refuse_dask(self, what: str, why: str) -> None:
-        """Stop with a clear message when ``what`` cannot run on Dask yet (rather than pretend it does)."""
-        if self.is_dask:
-            raise EngineError(f"{what} does not run on the Dask engine: {why}. Use --engine pandas.")
 
 
 def default_workers() -> int:

@@ -58,19 +58,14 @@ def features_option() -> Any:
     )
 
 
-def engine_choice(
-    engine: str, scheduler: str | None, *, pandas_only: tuple[str, str] | None = None, **kwargs: Any
-) -> EngineChoice:
+def engine_choice(engine: str, scheduler: str | None, **kwargs: Any) -> EngineChoice:
     """Resolve the engine flags through :mod:`safetyml.engine`, turning a bad flag or a missing extra into
-    an actionable CLI error. ``pandas_only=(command, why)`` refuses ``--engine dask`` for a command that
-    has no Dask path yet, rather than pretending to run on it."""
+    an actionable CLI error (every heavy command has a Dask path: none refuses the choice)."""
     from safetyml._optional import MissingExtraError
     from safetyml.engine import EngineError, resolve
 
     try:
         choice = resolve(engine, scheduler, **kwargs)
-        if pandas_only is not None:
-            choice.refuse_dask(*pandas_only)
     except (EngineError, MissingExtraError) as exc:
         fail(str(exc))
     return choice
