@@ -484,6 +484,7 @@ class Queries:
         self.ct_order = self.t_order[np.argsort(self.codes[self.t_order], kind="stable")]
         self._pos: dict[tuple[int, int | None], np.ndarray] = {}
         self._unique: tuple[np.ndarray, np.ndarray] | None = None
+        self._starts: dict[int, np.ndarray] = {}  # stream id -> first position of each distinct code
 
     def pos(self, stream: Stream, offset: int | None) -> np.ndarray:
         """Positions at T - offset (offset None: the entity's first event, for all-time sums)."""
@@ -493,10 +494,17 @@ class Queries:
                 if self._unique is None:
                     self._unique = np.unique(self.codes, return_inverse=True)
                 codes, inverse = self._unique
-                first = np.searchsorted(stream.keys, np.where(codes >= 0, codes * stream.R, -1), side="left")
+                # the starts per distinct entity are kept even without ``cache`` (one value per entity,
+                # not per query): a ring asks them at every window of every feature
+                starts = self._starts.get(id(stream))
+                if starts is None:
+                    starts = np.searchsorted(
+                        stream.keys, np.where(codes >= 0, codes * stream.R, -1), side="left"
+                    )
+                    self._starts[id(stream)] = starts
                 if not self.cache:
-                    return first[inverse.ravel()]
-                self._pos[key] = first[inverse.ravel()]
+                    return starts[inverse.ravel()]
+                self._pos[key] = starts[inverse.ravel()]
                 return self._pos[key]
             else:
                 side = "right" if stream.inclusive else "left"
