@@ -1,9 +1,12 @@
 """Benchmark of the TRUST index on simulated platforms, where the truth of every unit is known.
 
-For each prior (``--priors``, default the one Gamma and the two-Gamma hot-population mixture, side by
-side on the same data, seeds and replications), per preset (small, medium) and seed, for cities and
-zones, it prints the Spearman rank correlation (median over periods) and the share of units whose true
-rank lies in their 90% rank interval (pooled over seeds: the bar, ≥ 90%) against TWO truths:
+For each variant of the uncertainty model (``--variants``, side by side on the same data, seeds and
+replications; ``PRIOR:EVENTS`` with PRIOR the one Gamma or the two-Gamma hot-population mixture and
+EVENTS ``independent`` (each indicator's posterior drawn on its own, the method before this comparison)
+or ``joint`` (indicators counting the same incidents share their data noise)), per preset (small,
+medium) and seed, for cities and zones, it prints the Spearman rank correlation (median over periods)
+and the share of units whose true rank lies in their 90% rank interval (pooled over seeds: the bar,
+≥ 90%) against TWO truths:
 
 - ``incident risk``: the mean true incident probability per trip (truth/trip_probability.parquet,
   p_incident) over the city's trips, or the trips touching the zone — the estimand of incident_rate only;
@@ -16,7 +19,8 @@ in one city moves no other city beyond the data noise) and the speed bar (medium
 Carlo replications at zone level, ≤ 60 s). The load average is printed next to every timing.
 
     .venv/bin/python benchmarks/bench_index.py [--presets small,medium] [--seeds 1,2,3]
-        [--medium-seeds 7,8] [--replications 1000] [--priors gamma,mixture] [--work data/bench-index]
+        [--medium-seeds 7,8] [--replications 1000] [--variants gamma:independent,gamma:joint,mixture:joint]
+        [--work data/bench-index]
 """
 
 from __future__ import annotations
@@ -138,18 +142,21 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--medium-seeds", default="7,8")
     parser.add_argument("--replications", type=int, default=1000)
-    parser.add_argument(
-        "--priors", default="gamma,mixture", help="priors to compare (the config's by default both)"
-    )
+    parser.add_argument("--variants", default="gamma:independent,gamma:joint,mixture:joint")
     parser.add_argument("--no-stability", action="store_true")
     parser.add_argument("--work", type=Path, default=Path("data/bench-index"))
     parser.add_argument("--config", type=Path, default=None)
     args = parser.parse_args()
     base = load_config(args.config or default_config_path())
-    configs = {p: base.model_copy(update={"prior": p}) for p in args.priors.split(",")}
+    configs = {}
+    for variant in args.variants.split(","):
+        prior, events = variant.split(":")
+        joint = base.uncertainty.model_copy(update={"joint_events": events == "joint"})
+        configs[variant] = base.model_copy(update={"prior": prior, "uncertainty": joint})
     args.work.mkdir(parents=True, exist_ok=True)
     print(
-        f"config {base.source} (prior in the file: {base.prior}); priors compared: {', '.join(configs)}; "
+        f"config {base.source} (in the file: prior {base.prior}, joint_events "
+        f"{base.uncertainty.joint_events}); variants compared: {', '.join(configs)}; "
         f"{args.replications} replications; load average at start {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} cores",
         flush=True,
@@ -173,14 +180,14 @@ def main() -> None:
                     else "(the two truths' agreement)"
                 )
                 print(
-                    f"{preset:6s} seed {seed} {r['prior']:7s} {r['level']:4s} {r['what']:19s} vs "
+                    f"{preset:6s} seed {seed} {r['prior']:17s} {r['level']:4s} {r['what']:19s} vs "
                     f"{r['against']:13s}: Spearman {r['spearman']:.3f}, {cover}{extra}",
                     flush=True,
                 )
             for t in timings:
                 speeds.append({"preset": preset, "seed": seed, **t})
                 print(
-                    f"{preset:6s} seed {seed} {t['prior']:7s} seconds: load+prepare "
+                    f"{preset:6s} seed {seed} {t['prior']:17s} seconds: load+prepare "
                     f"{t['load_and_prepare']:.1f}, city {t['city']:.1f}, zone {t['zone']:.1f} "
                     f"(load average {t['zone_load']:.1f})",
                     flush=True,
@@ -191,9 +198,10 @@ def main() -> None:
                         s = stability(tables, config, city)
                         stabilities.append({"preset": preset, "seed": seed, "prior": prior, **s.__dict__})
                         print(
-                            f"{preset:6s} seed {seed} {prior:7s} stability, +1 incident in {city}: own score "
-                            f"moved {s.moved_self:.3f}; worst other-city move = {s.worst_ratio:.3f} × its "
-                            f"data-noise sd ({'within' if s.within_noise else 'BEYOND'} noise)",
+                            f"{preset:6s} seed {seed} {prior:17s} stability, +1 incident in {city}: "
+                            f"own score moved {s.moved_self:.3f}; worst other-city move = "
+                            f"{s.worst_ratio:.3f} × its data-noise sd "
+                            f"({'within' if s.within_noise else 'BEYOND'} noise)",
                             flush=True,
                         )
     summarise(pd.DataFrame(rows), pd.DataFrame(speeds), pd.DataFrame(stabilities), args.replications)
@@ -210,7 +218,7 @@ def summarise(
     keys = ["preset", "prior", "level", "what", "against"]
     for key, g in table.groupby(keys, sort=False):
         preset, prior, level, what, against = key
-        head = f"{preset:6s} {prior:7s} {level:4s} {what:19s} vs {against:13s}:"
+        head = f"{preset:6s} {prior:17s} {level:4s} {what:19s} vs {against:13s}:"
         seeds = ", ".join(f"{v:.3f}" for v in g["spearman"])
         if not g["units"].sum():
             print(f"{head} Spearman median {g['spearman'].median():.3f} (seeds {seeds})")
@@ -231,7 +239,7 @@ def summarise(
     index_rows = table[table["what"] == "index"]
     for (preset, prior, against), g in index_rows.groupby(["preset", "prior", "against"], sort=False):
         print(
-            f"{preset:6s} {prior:7s} cities and zones together vs {against}: "
+            f"{preset:6s} {prior:17s} cities and zones together vs {against}: "
             f"{g['covered'].sum() / g['units'].sum():.1%}"
         )
     if len(stabilities):

@@ -89,3 +89,39 @@ def test_mixture_prior_with_poisson_resampling_is_a_config_error():
         parse_config(data, str(CONFIG_PATH))
     data["uncertainty"]["data"] = "posterior"
     assert parse_config(data, str(CONFIG_PATH)).prior == "mixture"
+
+
+def test_indicators_counting_the_same_incidents_share_their_data_noise():
+    """Joint draws keep each indicator's Gamma(y) marginal and correlate nested counts as the data do."""
+    import pandas as pd
+
+    from safetyml.index.indicators import CELLS, Panel
+    from safetyml.index.rates import event_gammas
+
+    cells = np.array([[4.0, 10.0, 6.0, 3.0, 2.0, 5.0], [0.0, 2.0, 1.0, 0.0, 0.0, 1.0]])
+    names = [
+        "incident_rate",
+        "severe_incident_rate",
+        "violence_rate",
+        "accident_rate",
+        "riders_with_incident",
+    ]
+    incidents = cells.sum(axis=1)
+    num = np.column_stack(
+        [incidents, cells[:, 3:].sum(1), cells[:, [0, 3]].sum(1), cells[:, [1, 4]].sum(1), incidents - 3]
+    )
+    panel = Panel(
+        "zone", pd.DataFrame({"period": [0, 0]}), names, num, np.full(num.shape, 500.0),
+        np.ones(5), np.ones(5, dtype=bool), cells=cells,
+    )  # fmt: skip
+    assert len(CELLS) == cells.shape[1]
+    joint = event_gammas(panel, 40_000, np.random.default_rng(1))
+    np.testing.assert_allclose(joint.mean(axis=0), num, rtol=0.03)  # Gamma(y): mean y ...
+    np.testing.assert_allclose(joint.var(axis=0), num, rtol=0.06)  # ... and variance y
+    corr = np.corrcoef(joint[:, 0, :].T)
+    # all incidents vs the severe ones: Cov = Var(severe), so corr = sqrt(y_severe / y)
+    np.testing.assert_allclose(corr[0, 1], np.sqrt(num[0, 1] / num[0, 0]), atol=0.02)
+    assert abs(corr[2, 3]) < 0.02  # violence and accidents are disjoint
+    assert corr[0, 4] > 0.9  # riders with an incident are nearly all the incidents
+    independent = event_gammas(panel, 40_000, np.random.default_rng(1), joint=False)
+    assert abs(np.corrcoef(independent[:, 0, :].T)[0, 1]) < 0.02

@@ -103,6 +103,11 @@ class UncertaintySpec(BaseModel):
         description="posterior: each rate drawn from its Gamma-Poisson posterior; poisson: counts redrawn "
         "as Poisson(observed) and shrunk again; none: method choices only",
     )
+    joint_events: bool = Field(
+        True,
+        description="posterior draws of indicators counting the same incidents (all, severe, violent, "
+        "accidents, riders with one) share their data noise; false: independent per indicator",
+    )
 
 
 class ZoneSpec(BaseModel):

@@ -23,6 +23,16 @@ from safetyml.tasks import INCIDENT_RISK
 
 SEVERE = 3  # severity from which an incident is severe (3 = serious injury or loss)
 VIOLENCE = ("assault", "robbery", "harassment")
+# Incidents fall in one of six cells (not severe / severe) × (violence, accident, other); the incident
+# indicators count unions of cells, so their sampling noise is shared (safetyml.index.rates.draws).
+CELLS = [f"cell_{s}_{g}" for s in ("minor", "severe") for g in ("violence", "accident", "other")]
+EVENT_CELLS = {
+    "incident_rate": list(range(6)),
+    "severe_incident_rate": [3, 4, 5],
+    "violence_rate": [0, 3],
+    "accident_rate": [1, 4],
+}
+THINNED = {"riders_with_incident": "incident_rate"}  # riders with an incident: a subset of the incidents
 CITY_KEYS = ["period", "city"]
 ZONE_KEYS = ["period", "city", "h3"]
 
@@ -118,12 +128,17 @@ def prepare(
             "experienced": (tenure_days >= experienced_days).astype("float64"),
         }
     )
+    severe = (known["severity"] >= SEVERE).to_numpy()
+    violence = known["type"].isin(VIOLENCE).to_numpy()
+    accident = (known["type"] == "accident").to_numpy()
+    cell = 3 * severe + np.where(violence, 0, np.where(accident, 1, 2))
     flags = pd.DataFrame(
         {
             "incidents": 1.0,
-            "severe": (known["severity"] >= SEVERE).to_numpy(dtype="float64"),
-            "violence": known["type"].isin(VIOLENCE).to_numpy(dtype="float64"),
-            "accidents": (known["type"] == "accident").to_numpy(dtype="float64"),
+            "severe": severe.astype("float64"),
+            "violence": violence.astype("float64"),
+            "accidents": accident.astype("float64"),
+            **{name: (cell == c).astype("float64") for c, name in enumerate(CELLS)},
         },
         index=known["trip_id"].astype("str").to_numpy(),
     )
@@ -314,6 +329,7 @@ class Panel:
     resample: np.ndarray  # (indicators,) bool
     notes: dict[str, str] = field(default_factory=dict)  # indicator → why it was left out
     cache: dict = field(default_factory=dict, repr=False, compare=False)  # fits reused by every draw
+    cells: np.ndarray | None = None  # (units, len(CELLS)) incident counts per cell, when incidents count
 
     @property
     def raw(self) -> np.ndarray:
@@ -364,7 +380,17 @@ def build_panel(inputs: Inputs, names: list[str], level: str, min_trips: int = 1
         num[:, j] = np.where(den[:, j] > 0, merged["num"].fillna(0).to_numpy(dtype="float64"), np.nan)
     scale = np.array([INDICATORS[n].scale for n in kept], dtype="float64")
     resample = np.array([INDICATORS[n].resample for n in kept], dtype=bool)
-    return Panel(level, units, kept, num, den, scale, resample, notes)
+    cells = None
+    if any(n in EVENT_CELLS for n in kept):
+        cells = np.column_stack(
+            [
+                units[keys]
+                .merge(_trip_rate(_column(c))(inputs, level), on=keys, how="left")["num"]
+                .to_numpy()
+                for c in CELLS
+            ]
+        )
+    return Panel(level, units, kept, num, den, scale, resample, notes, cells=cells)
 
 
 def read_optional(path: Path | None) -> pd.DataFrame | None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from safetyml.index import shrink
 from safetyml.index.config import IndexConfig, IndexDataError
-from safetyml.index.indicators import Panel
+from safetyml.index.indicators import EVENT_CELLS, THINNED, Panel
 
 
 @dataclass
@@ -98,6 +98,41 @@ def nominal(panel: Panel, config: IndexConfig, config_file: str = "") -> Values:
     return Values(values, missing, report)
 
 
+def event_gammas(panel: Panel, n: int, rng: np.random.Generator, joint: bool = True) -> np.ndarray:
+    """The counts' part of ``n`` posterior draws (n, U, I): Gamma(y) per unit and indicator.
+
+    With ``joint``, indicators that count the same incidents share it: one Gamma(y_c) per incident cell
+    (severity × type, :data:`~safetyml.index.indicators.CELLS`) and each incident indicator sums its
+    cells; riders with an incident take a Beta(y_r, y − y_r) share of the incidents' draw (a Gamma(y_r)
+    again). Marginals are exactly Gamma(y); what changes is that an unlucky month for a zone's incidents
+    moves its severe, violent and accident rates and its riders together, as the data do. Independent
+    draws made a composite of 5 incident-based indicators look surer than its data (the index's rank
+    intervals held the true index's rank for fewer zones than the incident rate's held the true risk).
+    """
+    y = np.where(panel.den > 0, np.nan_to_num(panel.num), 0.0)
+    out = np.zeros((n, *y.shape))
+    names = panel.indicators
+    shared = joint and panel.cells is not None
+    cells = np.nan_to_num(panel.cells) if shared else None
+    cell_draws = rng.gamma(np.broadcast_to(cells, (n, *cells.shape))) if shared else None
+    for j, name in enumerate(names):
+        if shared and name in EVENT_CELLS:
+            out[..., j] = cell_draws[..., EVENT_CELLS[name]].sum(axis=-1)
+        elif shared and name in THINNED and THINNED[name] in names:
+            total = cells.sum(axis=-1)
+            part = np.minimum(y[:, j], total)
+            rest = np.maximum(total - part, 0.0)
+            share = np.where(
+                (part > 0) & (rest > 0),
+                rng.beta(np.maximum(part, 1e-9), np.maximum(rest, 1e-9), size=(n, len(part))),
+                (part > 0).astype(float),
+            )
+            out[..., j] = share * cell_draws[..., EVENT_CELLS[THINNED[name]]].sum(axis=-1)
+        else:
+            out[..., j] = rng.gamma(np.broadcast_to(y[:, j], (n, len(y))))
+    return out
+
+
 def draws(panel: Panel, config: IndexConfig, mode: str, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` redraws of every value (n, U, I): from the posterior, or Poisson-resampled counts re-shrunk."""
     if mode == "none":
@@ -108,11 +143,12 @@ def draws(panel: Panel, config: IndexConfig, mode: str, n: int, rng: np.random.G
         redrawn = np.where(panel.resample, redrawn, counts)
         return estimate(np.where(panel.den > 0, redrawn, np.nan), panel.den, panel, config)
     groups, pools = _groups(panel, config)
+    data = event_gammas(panel, n, rng, config.uncertainty.joint_events)
     if config.prior == "mixture":
         fit = mixture_fit(panel, config)
-        rates = shrink.mixture_draws(panel.num, panel.den, groups, n, rng, pools, fit) * panel.scale
+        rates = shrink.mixture_draws(panel.num, panel.den, groups, n, rng, pools, fit, data) * panel.scale
     else:
-        rates = shrink.posterior_draws(panel.num, panel.den, groups, n, rng, pools) * panel.scale
+        rates = shrink.posterior_draws(panel.num, panel.den, groups, n, rng, pools, data=data) * panel.scale
     # indicators that are not shrunk (shares) or not counts: Poisson around the observed count instead
     plain = ~(_shrink_flags(config, panel) & panel.resample)
     if plain.any():

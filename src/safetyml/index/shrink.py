@@ -104,6 +104,7 @@ def posterior_draws(
     rng: np.random.Generator,
     pools: np.ndarray | None = None,
     hyper: bool = True,
+    data: np.ndarray | None = None,
 ) -> np.ndarray:
     """``draws`` rates per unit from the Gamma-Poisson posterior: (draws, U, I) for (U, I) counts.
 
@@ -115,7 +116,9 @@ def posterior_draws(
     zones with Gamma-distributed rates the 90% intervals held 82% of the true rates with m and A fixed,
     85% with Laird & Louis's parametric bootstrap of them, 89.4% with this (89.6% knowing the true prior).
     Without ``hyper``: the plug-in posterior (where A = 0 a point mass: every draw is m). A unit with no
-    data gets its group's prior.
+    data gets its group's prior. ``data`` (draws, U, I), when given, is the counts' part of each draw:
+    Gamma(α + y) = Gamma(α) + Gamma(y), so indicators counting the same events can share their Gamma(y)
+    draws (:func:`safetyml.index.rates.event_gammas`) and keep exact marginals.
     """
     m, a = prior(num, den, groups, pools)
     seen = den > 0
@@ -126,7 +129,11 @@ def posterior_draws(
         with np.errstate(invalid="ignore", divide="ignore"):
             alpha, beta = np.where(a > 0, m * m / a, np.inf), np.where(a > 0, m / a, np.inf)
         ok = np.isfinite(alpha) & (alpha + y > 0) & np.isfinite(m)
-        sample = rng.gamma(np.where(ok, alpha + y, 1.0), 1.0, size=shape) / np.where(ok, beta + n, 1.0)
+        if data is None:
+            sample = rng.gamma(np.where(ok, alpha + y, 1.0), 1.0, size=shape)
+        else:
+            sample = rng.gamma(np.where(ok, alpha, 1.0), 1.0, size=shape) + data
+        sample = sample / np.where(ok, beta + n, 1.0)
         return np.where(ok, sample, np.where(np.isfinite(m), m, np.nan))
     pools = groups if pools is None else pools
     weights = _kappa_posterior(y, n, m, seen, pools)
@@ -141,7 +148,7 @@ def posterior_draws(
     known = np.isfinite(m) & np.isfinite(rate) & (rate > 0)
     alpha = 1.0 / kappa
     beta = alpha / np.where(known, rate, 1.0)
-    sample = rng.gamma(alpha + y, 1.0) / (beta + n)
+    sample = (rng.gamma(alpha + y, 1.0) if data is None else rng.gamma(alpha, 1.0) + data) / (beta + n)
     return np.where(known, sample, np.where(np.isfinite(m), m, np.nan))
 
 
@@ -302,10 +309,12 @@ def mixture_draws(
     rng: np.random.Generator,
     pools: np.ndarray | None = None,
     fit: MixturePosterior | None = None,
+    data: np.ndarray | None = None,
 ) -> np.ndarray:
     """``draws`` rates per unit (draws, U, I) from the hierarchical two-Gamma model: per draw, (κ, π, r)
     from their grid posterior (per pool), the group rate m from Gamma(Σy + ½, Σn), the unit's population
-    from its posterior odds, then its rate from that population's conjugate Gamma posterior."""
+    from its posterior odds, then its rate from that population's conjugate Gamma posterior (``data`` as
+    in :func:`posterior_draws`)."""
     fit = fit or mixture_posterior(num, den, groups, pools)
     m, _ = prior(num, den, groups, pools)
     seen, y, n = _counts(num, den)
@@ -326,5 +335,5 @@ def mixture_draws(
     a = 1.0 / kappa
     hot = rng.random(kappa.shape) < _hot_probability(y, rate * n, a, pi, mu0, r)
     mean = rate * mu0 * np.where(hot, r, 1.0)
-    sample = rng.gamma(a + y, 1.0) / (a / mean + n)
+    sample = (rng.gamma(a + y, 1.0) if data is None else rng.gamma(a, 1.0) + data) / (a / mean + n)
     return np.where(known, sample, np.where(np.isfinite(m), m, np.nan))
