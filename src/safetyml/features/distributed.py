@@ -598,6 +598,12 @@ class _Routing:
             _merchant_group, trips, group, self.groups, self.ctx, ledger, credit, path, snapshots
         )
 
+    def release(self) -> None:
+        """Drop this client's hold on the routed trips and split ledgers once every group task that reads
+        them is submitted (on ``large`` they are several GiB; the cluster frees each when done)."""
+        self.routed.clear()
+        self.by_merchant.clear()
+
     def zone_answers(self, folder: Path) -> list:
         """Futures of every zone group's answers: each parent group's share of its cities' counts, the
         counts summed per city, then each group answered with them."""
@@ -737,6 +743,7 @@ def build_frame_dask(
         )
         results["merchant"].append(r.merchant_group(g, work / f"merchant-{g}.parquet"))
     results["zone"] = r.zone_answers(work)
+    r.release()  # the scheduler keeps each routed piece until its last group has taken it, no longer
     answers = {kind: client.gather(futures) for kind, futures in results.items()}
     counts_by_day = _rows_by_day(answers["rider"])
     written = [
@@ -792,6 +799,7 @@ def _build_credit(
     settings = {"horizon_days": horizon_days, "min_history_days": min_history_days}
     snapshots = _shared(client, {**settings, **_credit_clock(tables, client)})
     results = [r.merchant_group(g, work / f"merchant-{g}.parquet", snapshots) for g in range(r.groups)]
+    r.release()
     answers = client.gather(results)
     counts_by_day = _rows_by_day(answers)
     written = [
