@@ -358,9 +358,13 @@ def _zone_city_part(trips: pd.DataFrame, group: int, ctx: _Context, times: dict[
     return out
 
 
-def _union_times(city: str, *routed: dict) -> np.ndarray:
-    """A city's zone query times over every partition."""
-    parts = [r["times"][city] for r in routed if city in r["times"]]
+def _times_of(routed: dict) -> dict[str, np.ndarray]:
+    return routed["times"]
+
+
+def _union_times(city: str, *times: dict[str, np.ndarray]) -> np.ndarray:
+    """A city's zone query times over every partition (each partition's ``_times_of``)."""
+    parts = [t[city] for t in times if city in t]
     return np.unique(np.concatenate(parts))
 
 
@@ -608,7 +612,8 @@ class _Routing:
         """Futures of every zone group's answers: each parent group's share of its cities' counts, the
         counts summed per city, then each group answered with them."""
         client = self.client
-        times = {c: client.submit(_union_times, c, *self.routed) for c in self.cities}
+        per_part = [client.submit(_times_of, r) for r in self.routed]  # small: not the routed trips
+        times = {c: client.submit(_union_times, c, *per_part) for c in self.cities}
         trips = {g: self.trips("zone", g) for g in self.zone_groups}
         parts = [
             client.submit(_zone_city_part, trips[g], g, self.ctx, times)
