@@ -173,10 +173,18 @@ def _query_times(
 
 
 def _route(
-    trips: pd.DataFrame, offset: int, cells: np.ndarray, ctx: _Context, n_riders: int, n_merchants: int
-) -> dict[str, dict[Any, Any]]:
+    trips: pd.DataFrame,
+    offset: int,
+    cells: np.ndarray,
+    ctx: _Context,
+    n_riders: int,
+    n_merchants: int,
+    folder: Path | None = None,
+) -> dict[str, Any]:
     """Split one partition of trips into its rider, merchant and zone groups (a trip may go to several);
-    with H3-parent zone groups, also the distinct zone query times of each city (``"times"``)."""
+    with H3-parent zone groups, also the distinct zone query times of each city (``"times"``). With a
+    ``folder``, each kind is written there with one row group per group (:func:`_write_by`) and only
+    the paths and row-group indices are returned; else the group pieces themselves."""
     trips = trips.reset_index(drop=True).assign(_row=np.arange(len(trips), dtype=np.int64) + offset)
     incidents = ctx.incidents
     linked = incidents[incidents["trip_id"].isin(trips["trip_id"])]
@@ -190,9 +198,16 @@ def _route(
         routes[kind] = (rows, groups)
     city = trip_city(trips, ctx.merchants).to_numpy(dtype=object)
     routes["zone"] = _zone_routes(trips, cells, city, ctx.zone_groups)
-    out: dict[str, dict[Any, Any]] = {}
+    out: dict[str, Any] = {}
     for kind, (rows, groups) in routes.items():
         pairs = pd.DataFrame({"row": rows, "group": groups}).drop_duplicates()
+        if folder is not None:
+            pairs = pairs.sort_values("row", kind="stable")
+            keys = pairs["group"].to_numpy()
+            out[kind] = _write_by(
+                trips.iloc[pairs["row"].to_numpy()], keys, folder / f"{kind}-{offset}.parquet"
+            )
+            continue
         out[kind] = {
             group: trips.iloc[np.sort(part["row"].to_numpy())] for group, part in pairs.groupby("group")
         }
@@ -238,25 +253,51 @@ def _groups_of(routed: dict[str, dict[Any, pd.DataFrame]], kind: str) -> list:
 Answers = tuple[Path, dict[int, tuple[int, int]]]  # a group's answers file and its day -> (row group, rows)
 
 
-def _answers(frame: pd.DataFrame, t: np.ndarray, path: Path) -> Answers:
-    """Write one group's answers to ``path``, one Parquet row group per day (bounded: a group's answers
-    never wait in memory for the assembly); returns the path and its day -> (row group, rows)."""
+def _write_by(frame: pd.DataFrame, keys: np.ndarray, path: Path) -> tuple[Path, dict[Any, tuple[int, int]]]:
+    """Write ``frame`` to ``path`` with one Parquet row group per key (rows keep their order within a
+    key); returns the path and key -> (row group, rows). A disk shuffle: whoever needs one key reads only
+    its row group, and nothing waits in worker memory (or in Dask's spill) for its readers."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    day = t // DAY_NS
-    order = np.argsort(day, kind="stable")
-    frame, day = frame.iloc[order].reset_index(drop=True), day[order]
-    days, starts = np.unique(day, return_index=True)
-    ends = np.append(starts[1:], len(day))
+    codes, uniques = pd.factorize(pd.Series(keys, dtype="object" if keys.dtype == object else keys.dtype))
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=len(uniques))
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    index: dict[int, tuple[int, int]] = {}
+    table = pa.Table.from_pandas(frame.iloc[order].reset_index(drop=True), preserve_index=False)
+    index: dict[Any, tuple[int, int]] = {}
+    start = 0
     with pq.ParquetWriter(path, table.schema) as writer:
-        for i, (d, s, e) in enumerate(zip(days.tolist(), starts.tolist(), ends.tolist(), strict=True)):
-            writer.write_table(table.slice(s, e - s), row_group_size=max(e - s, 1))
-            index[int(d)] = (i, e - s)
+        for code, key in enumerate(uniques.tolist()):
+            rows = int(counts[code])
+            writer.write_table(table.slice(start, rows), row_group_size=max(rows, 1))
+            index[key] = (code, rows)
+            start += rows
     return path, index
+
+
+def _answers(frame: pd.DataFrame, t: np.ndarray, path: Path) -> Answers:
+    """Write one group's answers to ``path``, one Parquet row group per day (bounded: a group's answers
+    never wait in memory for the assembly); returns the path and its day -> (row group, rows)."""
+    path, index = _write_by(frame, t // DAY_NS, path)
+    return path, {int(day): entry for day, entry in index.items()}
+
+
+@dataclass(frozen=True)
+class _GroupTrips:
+    """Where one group's trips are: a row group in the routed file of each trips partition that has some."""
+
+    parts: tuple[tuple[Path, int], ...]
+
+
+def _load(trips: pd.DataFrame | _GroupTrips) -> pd.DataFrame:
+    """A group's trips, read from the routed files (in input order), or as given."""
+    import pyarrow.parquet as pq
+
+    if isinstance(trips, pd.DataFrame):
+        return trips
+    frames = [pq.ParquetFile(path).read_row_group(rg).to_pandas() for path, rg in trips.parts]
+    return _concat(*frames)
 
 
 def _read_days(path: Path, index: dict[int, tuple[int, int]], days: list[int]) -> pd.DataFrame | None:
@@ -273,6 +314,7 @@ def _rider_group(
     trips: pd.DataFrame, group: int, n_groups: int, ctx: _Context, label_min_severity: int, path: Path
 ) -> Answers:
     """Keys, label, rider and pair columns of the trips whose rider is in ``group``, written by day."""
+    trips = _load(trips)
     fs = ctx.fs
     engine = ctx.engine(trips)
     ev = engine.events
@@ -318,6 +360,7 @@ def _merchant_group(
     """Merchant columns of the trips whose merchant is in ``group`` (with that group's ledger and credit
     events), written by day; with ``snapshots`` (merchant_credit), the group's merchants' month-end rows
     instead (:func:`_credit_rows`), by snapshot day."""
+    trips = _load(trips)
     fs = ctx.fs
     engine = ctx.engine(trips, ledger, credit)
     if snapshots is not None:
@@ -341,6 +384,7 @@ def _zone_defs(fs: FeatureSet) -> list:
 def _zone_city_part(trips: pd.DataFrame, group: int, ctx: _Context, times: dict[str, Any]) -> dict:
     """The city-level counts of the zone features over the cells ``group`` owns, at every zone query time
     of each city (``times``): the group's share of each city's counts (summed by :func:`_city_counts`)."""
+    trips = _load(trips)
     engine = ctx.engine(trips)
     ev, owner = engine.events, ctx.zone_groups.owner
     for frame in (ev.zone_trips, ev.zone_incidents):  # halo events are counted by the groups owning them
@@ -356,16 +400,6 @@ def _zone_city_part(trips: pd.DataFrame, group: int, ctx: _Context, times: dict[
             grid = times[name]
             out[name] = engine.zone_city_counts(np.full(len(grid), code, dtype=np.int64), grid, defs)
     return out
-
-
-def _times_of(routed: dict) -> dict[str, np.ndarray]:
-    return routed["times"]
-
-
-def _union_times(city: str, *times: dict[str, np.ndarray]) -> np.ndarray:
-    """A city's zone query times over every partition (each partition's ``_times_of``)."""
-    parts = [t[city] for t in times if city in t]
-    return np.unique(np.concatenate(parts))
 
 
 def _city_counts(city: str, *parts: dict) -> dict[str, np.ndarray]:
@@ -399,16 +433,20 @@ class _CityLookup:
 
 
 def _zone_group(
-    trips: pd.DataFrame, group: Any, ctx: _Context, path: Path, cities: list[str], *tables: Any
+    trips: pd.DataFrame,
+    group: Any,
+    ctx: _Context,
+    path: Path,
+    cities: list[str],
+    times: dict[str, np.ndarray],
+    *counts: dict[str, np.ndarray],
 ) -> Answers:
     """Pickup and drop-off zone columns of the trip ends ``group`` owns (the no-cell group: the ends
     without a cell), with the cities' counts joined in, written by day. The group's other trip ends are
     halo: their events count, their ends are answered by their own group."""
-    times, counts = tables[: len(cities)], tables[len(cities) :]
+    trips = _load(trips)
     engine = ctx.engine(trips)
-    lookup = _CityLookup(
-        engine.index["city"], dict(zip(cities, times, strict=True)), dict(zip(cities, counts, strict=True))
-    )
+    lookup = _CityLookup(engine.index["city"], times, dict(zip(cities, counts, strict=True)))
     ev = engine.events
     pieces = []
     for role in ROLES:
@@ -576,13 +614,19 @@ class _Routing:
     client: Any
     groups: int  # rider and merchant groups (hash of the id)
     zone_groups: list  # zone group keys: cities, or H3-parent group numbers (and the no-cell group)
-    routed: list  # futures: each trips partition split by group
+    routed: list  # each trips partition split by group: futures of the pieces, or (file mode) the indices
     by_merchant: dict[str, list]  # futures: ledger and credit events split by merchant group
     ctx: Any  # future of the _Context every group task shares
     cities: list[str]  # cities with zone queries (H3-parent zone groups only)
+    times: Any = None  # future of city -> its zone query times (H3-parent zone groups only)
+    on_disk: bool = False  # routed trips written to files (frame builds), else futures (materialize)
 
     def trips(self, kind: str, group: Any) -> Any:
-        """A future of the trips of one group (its own trips and those routed to it for their events)."""
+        """One group's trips (its own and those routed to it for their events): where to read them, or
+        a future of them."""
+        if self.on_disk:
+            parts = [(r[kind][0], r[kind][1][group][0]) for r in self.routed if group in r[kind][1]]
+            return _GroupTrips(tuple(parts))
         pieces = [self.client.submit(_group_of, r, kind, group) for r in self.routed]
         return self.client.submit(_concat, *pieces)
 
@@ -603,20 +647,16 @@ class _Routing:
         )
 
     def release(self) -> None:
-        """Drop this client's hold on the routed trips and split ledgers once every group task that reads
-        them is submitted (on ``large`` they are several GiB; the cluster frees each when done)."""
-        self.routed.clear()
+        """Drop this client's hold on the split ledgers once every group task that reads them is
+        submitted (the cluster frees each piece when its last reader is done)."""
         self.by_merchant.clear()
 
     def zone_answers(self, folder: Path) -> list:
         """Futures of every zone group's answers: each parent group's share of its cities' counts, the
         counts summed per city, then each group answered with them."""
         client = self.client
-        per_part = [client.submit(_times_of, r) for r in self.routed]  # small: not the routed trips
-        times = {c: client.submit(_union_times, c, *per_part) for c in self.cities}
-        trips = {g: self.trips("zone", g) for g in self.zone_groups}
         parts = [
-            client.submit(_zone_city_part, trips[g], g, self.ctx, times)
+            client.submit(_zone_city_part, self.trips("zone", g), g, self.ctx, self.times)
             for g in self.zone_groups
             if g != NO_CELL_GROUP
         ]
@@ -624,12 +664,12 @@ class _Routing:
         return [
             client.submit(
                 _zone_group,
-                trips[g],
+                self.trips("zone", g),
                 g,
                 self.ctx,
-                folder / f"zone-{g}.parquet",
+                folder / f"zone-{g}.parquet".replace(" ", "_"),
                 self.cities,
-                *times.values(),
+                self.times,
                 *counts,
             )
             for g in self.zone_groups
@@ -658,10 +698,12 @@ def _routing(
     group_trips: int,
     zone_trips: int | None = None,
     halo: bool = True,
+    folder: Path | None = None,
 ) -> _Routing:
     """Broadcast riders, merchants and incidents; route every trips partition to its groups. With
     ``zone_trips``, zones are grouped by H3 parent (at most that many trip ends a group, and at least one
-    group per worker); without, by city (``materialize``)."""
+    group per worker); without, by city (``materialize``). With a ``folder`` (frame builds), the routed
+    trips are written there (a disk shuffle: one row group per group), else kept as futures."""
     from safetyml.engine import EngineError, worker_count
 
     n_trips = tables.row_counts["trips"] - tables.quarantined.get("trips", 0)
@@ -685,20 +727,26 @@ def _routing(
     lengths = client.gather(client.map(len, parts))
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64).tolist()
     routed = [
-        client.submit(_route, part, offset, cell, ctx, groups, groups)
+        client.submit(_route, part, offset, cell, ctx, groups, groups, folder)
         for part, offset, cell in zip(parts, offsets, cells, strict=True)
     ]
     by_merchant = {
         name: client.map(_split_by_key, tables.partitions[name], column="merchant_id", n=groups)
         for name in ("merchant_ledger", "credit_events")
     }
-    zone_groups = sorted(
-        {g for r in client.gather(client.map(_groups_of, routed, kind="zone")) for g in r}, key=str
-    )
-    cities = []
-    if plan is not None:
-        cities = sorted({c for r in client.gather(client.map(_groups_of, routed, kind="times")) for c in r})
-    return _Routing(client, groups, zone_groups, routed, by_merchant, ctx, cities)
+    if folder is None:
+        found = client.gather(client.map(_groups_of, routed, kind="zone"))
+        zone_groups = sorted({g for r in found for g in r}, key=str)
+        return _Routing(client, groups, zone_groups, routed, by_merchant, ctx, [])
+    routed = client.gather(routed)  # paths and row-group indices only: the trips are in the files
+    zone_groups = sorted({g for r in routed for g in r["zone"][1]}, key=str)
+    times: dict[str, list[np.ndarray]] = defaultdict(list)
+    for r in routed:
+        for city, values in r.get("times", {}).items():
+            times[city].append(values)
+    cities = sorted(times)
+    union = _shared(client, {c: np.unique(np.concatenate(times[c])) for c in cities})
+    return _Routing(client, groups, zone_groups, routed, by_merchant, ctx, cities, union, on_disk=True)
 
 
 def build_frame_dask(
@@ -737,7 +785,7 @@ def build_frame_dask(
     out.mkdir(parents=True, exist_ok=True)
     work = out / "_answers"  # the groups' answers, by day; removed once the days are assembled
     zone = zone_trips or group_trips if task == INCIDENT_RISK else None
-    r = _routing(tables, client, fs, n_groups, group_trips, zone, halo)
+    r = _routing(tables, client, fs, n_groups, group_trips, zone, halo, folder=out / "_routes")
     if task == MERCHANT_CREDIT:
         return _build_credit(r, tables, out, work, horizon_days, min_history_days, started)
     results: dict[str, list] = {"rider": [], "merchant": [], "zone": []}
@@ -748,7 +796,7 @@ def build_frame_dask(
         )
         results["merchant"].append(r.merchant_group(g, work / f"merchant-{g}.parquet"))
     results["zone"] = r.zone_answers(work)
-    r.release()  # the scheduler keeps each routed piece until its last group has taken it, no longer
+    r.release()
     answers = {kind: client.gather(futures) for kind, futures in results.items()}
     counts_by_day = _rows_by_day(answers["rider"])
     written = [
@@ -758,13 +806,19 @@ def build_frame_dask(
         for batch in _batches(counts_by_day, ROW_GROUP_ROWS)
     ]
     done = client.gather(written)
-    shutil.rmtree(work)
+    _remove_work(out)
     groups = {"rider": r.groups, "merchant": r.groups, "zone": len(r.zone_groups)}
     return _written(task, out, done, len(counts_by_day), groups, started)
 
 
 def _assemble_batch(days, out, ctx: _Context, base, merchant, zone) -> tuple[int, int]:
     return _assemble_days(days, out, ctx.fs, base, merchant, zone)
+
+
+def _remove_work(out: Path) -> None:
+    """Remove the build's working folders (routed trips, group answers) once the days are written."""
+    for name in ("_routes", "_answers"):
+        shutil.rmtree(out / name, ignore_errors=True)
 
 
 def _rows_by_day(answers: list[Answers]) -> dict[int, int]:
@@ -812,7 +866,7 @@ def _build_credit(
         for batch in _batches(counts_by_day, ROW_GROUP_ROWS)
     ]
     done = client.gather(written)
-    shutil.rmtree(work)
+    _remove_work(out)
     return _written(MERCHANT_CREDIT, out, done, len(counts_by_day), {"merchant": r.groups}, started)
 
 
@@ -834,6 +888,7 @@ def _group_vectors(
     """The online-store vectors one group answers for, by the pandas engine's own
     :func:`~safetyml.features.online.entity_vectors` on the group's events (other entities' columns are
     left out, so they cost only their ids)."""
+    trips = _load(trips)
     from safetyml.features.online import ENTITIES, entity_vectors
 
     mine = {"rider": ("rider", "pair"), "merchant": ("merchant",), "zone": ("zone", "city")}[kind]
