@@ -108,6 +108,11 @@ class UncertaintySpec(BaseModel):
         description="posterior draws of indicators counting the same incidents (all, severe, violent, "
         "accidents, riders with one) share their data noise; false: independent per indicator",
     )
+    joint_prior: bool = Field(
+        True,
+        description="the prior's part of those draws shares one uniform per unit (their true rates move "
+        "together with the place's risk); false: independent per indicator",
+    )
 
 
 class ZoneSpec(BaseModel):

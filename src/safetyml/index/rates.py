@@ -133,6 +133,17 @@ def event_gammas(panel: Panel, n: int, rng: np.random.Generator, joint: bool = T
     return out
 
 
+def shared_uniforms(panel: Panel, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniforms (n, U, I) for the prior's part of each draw: one per draw and unit shared by every
+    incident-based indicator (their true rates rise and fall together with the place's risk), one of
+    their own for the others."""
+    out = rng.random((n, *panel.num.shape))
+    family = [j for j, name in enumerate(panel.indicators) if name in EVENT_CELLS or name in THINNED]
+    if family:
+        out[..., family] = out[..., family[:1]]
+    return out
+
+
 def draws(panel: Panel, config: IndexConfig, mode: str, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` redraws of every value (n, U, I): from the posterior, or Poisson-resampled counts re-shrunk."""
     if mode == "none":
@@ -144,11 +155,13 @@ def draws(panel: Panel, config: IndexConfig, mode: str, n: int, rng: np.random.G
         return estimate(np.where(panel.den > 0, redrawn, np.nan), panel.den, panel, config)
     groups, pools = _groups(panel, config)
     data = event_gammas(panel, n, rng, config.uncertainty.joint_events)
+    u = shared_uniforms(panel, n, rng) if config.uncertainty.joint_prior else None
     if config.prior == "mixture":
         fit = mixture_fit(panel, config)
-        rates = shrink.mixture_draws(panel.num, panel.den, groups, n, rng, pools, fit, data) * panel.scale
+        rates = shrink.mixture_draws(panel.num, panel.den, groups, n, rng, pools, fit, data, u)
     else:
-        rates = shrink.posterior_draws(panel.num, panel.den, groups, n, rng, pools, data=data) * panel.scale
+        rates = shrink.posterior_draws(panel.num, panel.den, groups, n, rng, pools, data=data, prior_u=u)
+    rates = rates * panel.scale
     # indicators that are not shrunk (shares) or not counts: Poisson around the observed count instead
     plain = ~(_shrink_flags(config, panel) & panel.resample)
     if plain.any():

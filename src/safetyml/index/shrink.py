@@ -68,6 +68,15 @@ def shrink(
     return np.where(np.isfinite(m), m + np.nan_to_num(weight) * (rate - m), np.nan)
 
 
+def _prior_gamma(alpha: np.ndarray, rng: np.random.Generator, u: np.ndarray | None) -> np.ndarray:
+    """Gamma(α) draws: from ``rng``, or by inverting the CDF at the given uniforms ``u``."""
+    if u is None:
+        return rng.gamma(alpha, 1.0)
+    from scipy.special import gammaincinv
+
+    return gammaincinv(alpha, u)
+
+
 KAPPA_GRID = np.geomspace(1e-4, 20.0, 80)  # squared coefficients of variation of a group's unit rates
 
 
@@ -105,6 +114,7 @@ def posterior_draws(
     pools: np.ndarray | None = None,
     hyper: bool = True,
     data: np.ndarray | None = None,
+    prior_u: np.ndarray | None = None,
 ) -> np.ndarray:
     """``draws`` rates per unit from the Gamma-Poisson posterior: (draws, U, I) for (U, I) counts.
 
@@ -118,7 +128,9 @@ def posterior_draws(
     Without ``hyper``: the plug-in posterior (where A = 0 a point mass: every draw is m). A unit with no
     data gets its group's prior. ``data`` (draws, U, I), when given, is the counts' part of each draw:
     Gamma(α + y) = Gamma(α) + Gamma(y), so indicators counting the same events can share their Gamma(y)
-    draws (:func:`safetyml.index.rates.event_gammas`) and keep exact marginals.
+    draws (:func:`safetyml.index.rates.event_gammas`) and keep exact marginals. ``prior_u`` (draws, U, I)
+    uniforms, when given, draw the prior's part Gamma(α) by inversion (``scipy.special.gammaincinv``), so
+    indicators given the same uniform move together (:func:`safetyml.index.rates.shared_uniforms`).
     """
     m, a = prior(num, den, groups, pools)
     seen = den > 0
@@ -148,7 +160,10 @@ def posterior_draws(
     known = np.isfinite(m) & np.isfinite(rate) & (rate > 0)
     alpha = 1.0 / kappa
     beta = alpha / np.where(known, rate, 1.0)
-    sample = (rng.gamma(alpha + y, 1.0) if data is None else rng.gamma(alpha, 1.0) + data) / (beta + n)
+    if data is None:
+        sample = rng.gamma(alpha + y, 1.0) / (beta + n)
+    else:
+        sample = (_prior_gamma(alpha, rng, prior_u) + data) / (beta + n)
     return np.where(known, sample, np.where(np.isfinite(m), m, np.nan))
 
 
@@ -310,6 +325,7 @@ def mixture_draws(
     pools: np.ndarray | None = None,
     fit: MixturePosterior | None = None,
     data: np.ndarray | None = None,
+    prior_u: np.ndarray | None = None,
 ) -> np.ndarray:
     """``draws`` rates per unit (draws, U, I) from the hierarchical two-Gamma model: per draw, (κ, π, r)
     from their grid posterior (per pool), the group rate m from Gamma(Σy + ½, Σn), the unit's population
@@ -335,5 +351,8 @@ def mixture_draws(
     a = 1.0 / kappa
     hot = rng.random(kappa.shape) < _hot_probability(y, rate * n, a, pi, mu0, r)
     mean = rate * mu0 * np.where(hot, r, 1.0)
-    sample = (rng.gamma(a + y, 1.0) if data is None else rng.gamma(a, 1.0) + data) / (a / mean + n)
+    if data is None:
+        sample = rng.gamma(a + y, 1.0) / (a / mean + n)
+    else:
+        sample = (_prior_gamma(a, rng, prior_u) + data) / (a / mean + n)
     return np.where(known, sample, np.where(np.isfinite(m), m, np.nan))
