@@ -201,3 +201,15 @@ def test_cli_build_report_and_bad_config(small_data_dir, tmp_path, monkeypatch):
         app, ["index", "build", "--data", str(small_data_dir), "--config", str(bad), "--no-mlflow"]
     )
     assert res.exit_code == 2 and "bad.yaml" in res.output
+
+
+def test_simulated_data_are_checked_against_both_truths(built):
+    import json
+
+    _, out = built
+    truth = json.loads((out / "manifest.json").read_text())["truth"]
+    for level in ("city", "zone"):
+        assert {"spearman", "coverage", "true_index_spearman", "true_index_coverage"} <= set(truth[level])
+        assert 0 <= truth[level]["true_index_coverage"] <= 1
+    html = (out / "report.html").read_text()
+    assert "true incident risk" in html and "with the true index" in html
