@@ -135,12 +135,12 @@ def event_gammas(panel: Panel, n: int, rng: np.random.Generator, joint: bool = T
 
 def shared_uniforms(panel: Panel, n: int, rng: np.random.Generator) -> np.ndarray:
     """Uniforms (n, U, I) for the prior's part of each draw: one per draw and unit shared by every
-    incident-based indicator (their true rates rise and fall together with the place's risk), one of
-    their own for the others."""
-    out = rng.random((n, *panel.num.shape))
+    incident-based indicator (their true rates rise and fall together with the place's risk); NaN for
+    the others (drawn independently)."""
+    out = np.full((n, *panel.num.shape), np.nan)
     family = [j for j, name in enumerate(panel.indicators) if name in EVENT_CELLS or name in THINNED]
     if family:
-        out[..., family] = out[..., family[:1]]
+        out[..., family] = rng.random((n, panel.num.shape[0], 1))
     return out
 
 
