@@ -11,9 +11,13 @@ task's challenger is the champion itself. Everything else works on copies of the
 2. **shadow bar over HTTP**: starts the real service twice (``safetyml serve``, ``--workers``), one with
    no challenger and one with a shadow challenger of both tasks in every market (``SAFETYML_POLICIES``),
    each on its own copy of the home, and drives them with ``wrk`` at ``--concurrency`` connections for
-   ``--duration`` s, alternating which goes first, ``--rounds`` times; prints p50/p99 of each run and the
-   difference of the medians over rounds (the bar: p99 +1 ms at most). Then, servers stopped, checks that
-   every decision id the shadow service answered is in the audit log **and has its challenger score**;
+   ``--duration`` s, alternating which goes first, ``--rounds`` times; prints p50/p99/req/s of each run,
+   ``uptime`` before each, the medians over rounds, their difference and ratio (the bar: p99 +1 ms at
+   most). The shadow service's workers start the shadow runner (:mod:`safetyml.scoring.shadow`, a process
+   at nice 19); after each shadow run the benchmark prints how many decisions it was behind and waits until
+   it has caught up (``--kill-runner``: SIGKILL it in the middle of the second shadow run). Then, servers
+   stopped and the runner drained, checks that every decision id the shadow service answered is in the
+   audit log **and has its challenger score**;
 3. optionally (``--inprocess-rounds``) the same comparison in process (``Scorer.score_trip``, 8 threads),
    with the request threads' own CPU per request;
 4. **merchant credit**: a store materialized ``horizon + 10`` days before the data's end, every merchant
@@ -24,18 +28,20 @@ task's challenger is the champion itself. Everything else works on copies of the
    gate's verdict), then the same rows with the roles swapped (the champion as challenger of the other).
 
 Usage: ``flock /tmp/safetyml-heavy.lock python benchmarks/bench_challengers.py --home DIR --data DIR
-[--trips 3000] [--concurrency 8] [--rounds 5] [--duration 30] [--workers 2] [--boot 1000]``. The load
-average is printed with each figure.
+[--trips 3000] [--concurrency 8] [--rounds 5] [--duration 30] [--workers 2] [--boot 1000] [--kill-runner]
+[--only-shadow-bar]``. The load average is printed with each figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -142,24 +148,77 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000, q))
 
 
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
 def compare(runs: dict[str, list[dict[str, float]]], what: str) -> float:
-    """Print the medians over rounds of each configuration; returns the p99 difference (shadow - none)."""
+    """Print the medians over rounds of each configuration and their ratio; returns the p99 difference
+    (shadow - none)."""
+    med = {k: {q: statistics.median(x[q] for x in runs[k]) for q in ("p50", "p99", "rps")} for k in runs}
     for kind in runs:
-        p50 = statistics.median(x["p50"] for x in runs[kind])
-        p99 = statistics.median(x["p99"] for x in runs[kind])
-        print(f"{what} median over {len(runs[kind])} rounds, {kind:6s}: p50 {p50:.2f} ms  p99 {p99:.2f} ms")
-    med = {k: {q: statistics.median(x[q] for x in runs[k]) for q in ("p50", "p99")} for k in runs}
+        m = med[kind]
+        print(
+            f"{what} median over {len(runs[kind])} rounds, {kind:6s}: p50 {m['p50']:.2f} ms  "
+            f"p99 {m['p99']:.2f} ms  {m['rps']:.0f} req/s"
+        )
     d50, d99 = (med["shadow"][q] - med["none"][q] for q in ("p50", "p99"))
+    ratio = {q: med["shadow"][q] / med["none"][q] for q in ("p50", "p99", "rps")}
     paired = [s["p99"] - n["p99"] for s, n in zip(runs["shadow"], runs["none"], strict=True)]
     print(
         f"{what}: the shadow challenger adds p50 {d50:+.2f} ms, p99 {d99:+.2f} ms (bar: p99 ≤ +1 ms); "
+        f"ratio shadow/none p50 {ratio['p50']:.3f}, p99 {ratio['p99']:.3f}, req/s {ratio['rps']:.3f}; "
         f"per-round p99 differences {', '.join(f'{d:+.2f}' for d in paired)}"
     )
     return d99
 
 
+def runner_pid(home: Path) -> int | None:
+    """The pid in the shadow runner's status file (None before it wrote one)."""
+    import json
+
+    try:
+        return int(json.loads((home / "shadow" / "status.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def backlog(home: Path, ids: set[str]) -> tuple[int, int]:
+    """(answered decisions not yet in the audit database, stored decisions after the runner's cursor)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{home / 'audit.sqlite'}?mode=ro", uri=True)) as conn:
+        found = conn.execute("SELECT position FROM challenger_cursor").fetchone()
+        cursor = int(found[0]) if found else 0
+        behind = conn.execute("SELECT COUNT(*) FROM decisions WHERE rowid > ?", (cursor,)).fetchone()[0]
+        stored = conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    return max(len(ids) - stored, 0), int(behind)
+
+
+def wait_caught_up(home: Path, ids: set[str], timeout: float = 600.0) -> tuple[int, float]:
+    """Wait until every answered decision is stored and behind the runner's cursor; returns (the backlog
+    when called, seconds it took)."""
+    t0 = time.perf_counter()
+    unshipped, behind = backlog(home, ids)
+    first = unshipped + behind
+    while unshipped + behind > 0:
+        if time.perf_counter() - t0 > timeout:
+            raise SystemExit(f"shadow runner not caught up after {timeout:.0f} s ({unshipped + behind} left)")
+        time.sleep(0.2)
+        unshipped, behind = backlog(home, ids)
+    return first, time.perf_counter() - t0
+
+
 def http_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: list[Any], specs: list[str]):
-    """Both services up, alternating wrk runs; returns (shadow home, decision ids the shadow one answered)."""
+    """Both services up, alternating wrk runs; returns the homes of both.
+
+    The shadow service's workers start the shadow runner (a process at nice 19 scoring the challengers from
+    the audit store). After each shadow run the benchmark waits until the runner has caught up (every
+    answered decision stored and behind its cursor) and prints the backlog and how long it took, so each
+    run starts with an idle runner and the work a run left behind is not charged to the next champion-only
+    run. With ``--kill-runner`` the runner is killed with SIGKILL in the middle of the second shadow run
+    (the workers start another one within 5 s; nothing may be lost).
+    """
     bodies = [r.model_dump(mode="json") for r in requests]
     homes = {kind: work / f"http_{kind}" for kind in ("none", "shadow")}
     folders = {
@@ -171,9 +230,10 @@ def http_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: 
     urls: dict[str, str] = {}
     received: dict[str, set[str]] = {"none": set(), "shadow": set()}
     runs: dict[str, list[dict[str, float]]] = {"none": [], "shadow": []}
+    shadow_runs = 0
     try:
         for kind, target in homes.items():
-            shutil.copytree(home, target, ignore=shutil.ignore_patterns("audit*", "serving_*"))
+            shutil.copytree(home, target, ignore=shutil.ignore_patterns("audit*", "serving_*", "shadow"))
             os.environ["SAFETYML_POLICIES"] = str(folders[kind])
             port = _free_port()
             t0 = time.perf_counter()
@@ -185,23 +245,49 @@ def http_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: 
             received[kind] |= set(
                 wrk_load(urls[kind], token, bodies, 5, args.concurrency, work / kind)["ids"]
             )
+        left, took = wait_caught_up(homes["shadow"], received["shadow"])
+        pid = runner_pid(homes["shadow"])
+        print(f"warm-up: shadow runner pid {pid} caught up ({left} left, {took:.1f} s)", flush=True)
         for r in range(args.rounds):
             for kind in ("none", "shadow") if r % 2 == 0 else ("shadow", "none"):
+                print(f"  uptime before: {uptime()}", flush=True)
+                killer = None
+                if kind == "shadow":
+                    shadow_runs += 1
+                    if args.kill_runner and shadow_runs == 2:
+                        killer = threading.Timer(args.duration / 2, kill_runner, (homes["shadow"],))
+                        killer.start()
                 out = wrk_load(urls[kind], token, bodies, args.duration, args.concurrency, work / kind)
+                if killer is not None:
+                    killer.join()
                 received[kind] |= set(out["ids"])
                 errors = out["non2xx"] + out["socket_errors"]
-                runs[kind].append({"p50": out["p50"], "p99": out["p99"]})
+                runs[kind].append({"p50": out["p50"], "p99": out["p99"], "rps": out["rps"]})
                 print(
                     f"HTTP round {r + 1} {kind:6s}: p50 {out['p50']:.2f} ms  p99 {out['p99']:.2f} ms  "
                     f"{out['rps']:.0f} req/s ({out['n']} answers, {errors} errors; c={args.concurrency}, "
                     f"{args.workers} workers; load {out['load_before']:.1f}→{out['load_after']:.1f})",
                     flush=True,
                 )
+                if kind == "shadow":
+                    left, took = wait_caught_up(homes["shadow"], received["shadow"])
+                    pid = runner_pid(homes["shadow"])
+                    print(
+                        f"  shadow runner (pid {pid}): {left:,} decisions behind when the run ended, "
+                        f"caught up in {took:.1f} s",
+                        flush=True,
+                    )
+        print(f"  uptime after the rounds: {uptime()}", flush=True)
     finally:
-        for process in servers.values():  # a normal stop: the shadow writer writes what is queued
+        for process in servers.values():  # a normal stop: journals shipped, then the runner drains and exits
             process.send_signal(signal.SIGTERM)
         for process in servers.values():
             process.wait(180)
+    from safetyml.scoring.shadow import runner_running
+
+    deadline = time.monotonic() + 300
+    while runner_running(homes["shadow"] / "shadow") and time.monotonic() < deadline:
+        time.sleep(0.5)
     compare(runs, "HTTP")
     from safetyml.scoring.challengers import read_challenger_scores
 
@@ -212,17 +298,86 @@ def http_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: 
         )
     scored = set(read_challenger_scores(homes["shadow"] / "audit.sqlite")["decision_id"])
     lacking = len(received["shadow"] - scored)
+    status = (homes["shadow"] / "shadow" / "status.json").read_text()
     print(
         f"shadow service: {len(received['shadow']):,} decisions answered, {lacking} without their challenger "
-        f"score (bar: 0); challenger scores recorded: {len(scored):,}"
+        f"score once the runner caught up (bar: 0); challenger scores recorded: {len(scored):,}; "
+        f"runner's last status: {status}"
     )
     return homes
+
+
+def gil_profile(
+    args: argparse.Namespace, home: Path, work: Path, requests: list[Any], specs: list[str]
+) -> None:
+    """Where the GIL goes in a serving worker of the shadow service under ``wrk``: ``py-spy record --gil``
+    samples only the thread holding the GIL, so each sample is attributed to the shadow writer thread
+    (``ShadowLog._loop``), the audit shipper, or the rest (the request path and the event loop). With
+    ``--project`` pointing at an older checkout the service runs that code (its ``src`` first on the path)."""
+    import collections
+
+    target = work / "gil_shadow"
+    shutil.copytree(home, target, ignore=shutil.ignore_patterns("audit*", "serving_*", "shadow"))
+    project = args.project.resolve() if args.project else None
+    extra = {"SAFETYML_POLICIES": str(policies_with(work / "pol_gil", specs))}
+    if project is not None:
+        extra["PYTHONPATH"] = str(project / "src")
+    token, port = secrets.token_hex(16), _free_port()
+    server = start_server(
+        port, token, target, args.workers, **({"project": project} if project else {}), extra_env=extra
+    )
+    bodies = [r.model_dump(mode="json") for r in requests]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wrk_load(url, token, bodies, 5, args.concurrency, work / "gil")
+        children = subprocess.run(
+            ["pgrep", "-P", str(server.pid)], capture_output=True, text=True, check=False
+        )
+        pids = children.stdout.split()
+        worker = next((w for w in pids if b"worker" in Path(f"/proc/{w}/cmdline").read_bytes()), pids[0])
+        out = work / "gil.txt"
+        command = ["record", "--pid", worker, "--gil", "--nonblocking", "--rate", "250", "--format", "raw"]
+        command += ["--duration", str(int(args.gil_profile)), "--output", str(out)]
+        spy = subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), *command], stderr=subprocess.DEVNULL
+        )
+        load = wrk_load(url, token, bodies, args.gil_profile + 3, args.concurrency, work / "gil")
+        spy.wait(120)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(180)
+    counts: collections.Counter[str] = collections.Counter()
+    for line in out.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if "challengers.py" in stack and "_loop" in stack:
+            role = "shadow writer thread (ShadowLog._loop)"
+        elif "_ship_loop" in stack:
+            role = "audit shipper thread"
+        else:
+            role = "request path, event loop, rest"
+        counts[role] += int(n)
+    total = sum(counts.values())
+    print(
+        f"GIL profile of worker {worker} ({'code of ' + str(project) if project else 'this checkout'}), "
+        f"{args.gil_profile:.0f} s at c={args.concurrency} ({load['rps']:.0f} req/s, "
+        f"p99 {load['p99']:.2f} ms; {uptime()}): {total:,} samples holding the GIL"
+    )
+    for role, n in counts.most_common():
+        print(f"  {role}: {n:,} samples, {n / max(total, 1):.1%} of the GIL time")
+
+
+def kill_runner(home: Path) -> None:
+    pid = runner_pid(home)
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+        print(f"  killed the shadow runner (pid {pid}) with SIGKILL mid-run", flush=True)
 
 
 def inprocess_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: list[Any], spec: str):
     """The same comparison in process (no HTTP): request-path latency and CPU."""
     from safetyml.scoring.audit import AuditLog
     from safetyml.scoring.scorer import Scorer
+    from safetyml.scoring.shadow import ShadowRunner
 
     audits = {k: AuditLog(work / f"inproc_{k}" / "audit.sqlite") for k in ("none", "shadow")}
     store = home / "online_store.sqlite"
@@ -246,12 +401,58 @@ def inprocess_shadow_bar(args: argparse.Namespace, home: Path, work: Path, reque
                 f"request-thread CPU {np.mean(cpu) * 1000:.3f} ms/request ({before})",
                 flush=True,
             )
-    scorers["shadow"].shadow.flush(120)
-    print(f"in-process shadow writer: {scorers['shadow'].shadow.stats()}")
+    for audit in audits.values():
+        audit.flush(120)
+    runner = ShadowRunner(audits["shadow"].path, policies=scorers["shadow"].policies)
+    t0 = time.perf_counter()
+    read = runner.catch_up()
+    print(f"in process: the shadow runner scored {read:,} decisions in {time.perf_counter() - t0:.1f} s")
+    runner.close()
     compare(runs, "in process")
     for audit in audits.values():
         audit.close()
-    scorers["shadow"].shadow.close()
+
+
+def incident_gate_run(
+    args: argparse.Namespace, home: Path, work: Path, window: pd.DataFrame, spec: str
+) -> Path:
+    """``--gate-trips`` distinct trips of the window scored in process (no reasons, batches of 500) with the
+    shadow incident challenger, then scored by the shadow runner: more labelled trips for the gate than
+    the HTTP load run's ``--trips``. Returns the audit store."""
+    from safetyml.scoring.audit import AuditLog
+    from safetyml.scoring.challenger_report import trip_requests
+    from safetyml.scoring.scorer import Scorer
+    from safetyml.scoring.shadow import ShadowRunner
+
+    target = work / "gate"
+    shutil.copytree(home, target, ignore=NO_STATE)
+    chosen = window.sample(min(args.gate_trips, len(window)), random_state=args.seed).sort_values(
+        "requested_at"
+    )
+    requests = [r.model_copy(update={"explain": False}) for r in trip_requests(chosen)]
+    audit = AuditLog(target / "audit.sqlite", fsync=False)
+    scorer = Scorer.from_registry(
+        store_path=home / "online_store.sqlite", audit=audit,
+        policies_dir=policies_with(work / "pol_gate", [spec]),
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    for start in range(0, len(requests), 500):
+        with audit.batch():
+            scorer.score_trips(requests[start : start + 500])
+    audit.flush(300)
+    took = time.perf_counter() - t0
+    runner = ShadowRunner(target / "audit.sqlite", policies=scorer.policies)
+    t1 = time.perf_counter()
+    runner.catch_up()
+    print(
+        f"gate run: {len(requests):,} distinct trips of {chosen['requested_at'].min():%Y-%m-%d} → "
+        f"{chosen['requested_at'].max():%Y-%m-%d} scored in {took:.0f} s; the shadow runner scored them in "
+        f"{time.perf_counter() - t1:.1f} s ({runner.status()['scores_written']:,} scores; {load()})",
+        flush=True,
+    )
+    runner.close()
+    audit.close()
+    return target / "audit.sqlite"
 
 
 def credit_run(home: Path, work: Path, tables: Any, specs: list[str]) -> Path:
@@ -262,6 +463,7 @@ def credit_run(home: Path, work: Path, tables: Any, specs: list[str]) -> Path:
     from safetyml.scoring.audit import AuditLog
     from safetyml.scoring.schemas import MerchantScoreRequest
     from safetyml.scoring.scorer import Scorer, store_as_of
+    from safetyml.scoring.shadow import ShadowRunner
     from safetyml.training.config import load_training_config
 
     horizon = load_training_config("merchant_credit").label.horizon_days
@@ -284,15 +486,16 @@ def credit_run(home: Path, work: Path, tables: Any, specs: list[str]) -> Path:
         batch = [MerchantScoreRequest(merchant_id=m, as_of=stamp) for m in merchants[start : start + 500]]
         with audit.batch():
             scorer.score_merchants(batch)
-    scorer.shadow.flush(120)
+    took = time.perf_counter() - t0
     audit.flush(120)
+    runner = ShadowRunner(target / "audit.sqlite", policies=scorer.policies)
+    runner.catch_up()
     print(
         f"merchant credit: {len(merchants):,} merchants scored as of {stamp:%Y-%m-%d} "
-        f"(data end {end:%Y-%m-%d}) "
-        f"in {time.perf_counter() - t0:.1f} s with the shadow challenger; writer {scorer.shadow.stats()}"
+        f"(data end {end:%Y-%m-%d}) in {took:.1f} s; shadow runner {runner.status()}"
     )
+    runner.close()
     audit.close()
-    scorer.shadow.close()
     return target / "audit.sqlite"
 
 
@@ -370,8 +573,21 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of each wrk run")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--inprocess-rounds", type=int, default=0)
+    parser.add_argument(
+        "--kill-runner", action="store_true", help="SIGKILL the shadow runner during the 2nd shadow run"
+    )
     parser.add_argument("--only-shadow-bar", action="store_true", help="stop after the shadow bar")
+    parser.add_argument(
+        "--gil-profile", type=float, default=0.0, help="only: seconds of py-spy --gil on a worker"
+    )
+    parser.add_argument("--project", type=Path, default=None, help="checkout whose code --gil-profile serves")
     parser.add_argument("--boot", type=int, default=1000)
+    parser.add_argument(
+        "--gate-trips",
+        type=int,
+        default=0,
+        help="only the incident gate, on this many distinct trips in process",
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
@@ -415,6 +631,7 @@ def main() -> None:
         (tables.trips["requested_at"] >= as_of)
         & (tables.trips["requested_at"] < end - pd.Timedelta(days=7))  # a week for incidents to be reported
     ]
+    full_window = window
     window = window.sample(min(args.trips, len(window)), random_state=args.seed).sort_values("requested_at")
     requests = trip_requests(window)
     print(
@@ -423,6 +640,14 @@ def main() -> None:
         flush=True,
     )
 
+    if args.gil_profile:  # only the profile
+        gil_profile(args, home, work, requests, list(specs.values()))
+        return
+    if args.gate_trips:
+        path = incident_gate_run(args, home, work, full_window, specs["incident_risk"])
+        gate("incident_risk", path, tables, args.boot, args.seed)
+        print(f"\nwork folder {work}; {load()}")
+        return
     homes = http_shadow_bar(args, home, work, requests, list(specs.values()))
     if args.inprocess_rounds:
         inprocess_shadow_bar(args, home, work, requests, specs["incident_risk"])

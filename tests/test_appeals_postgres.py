@@ -119,7 +119,7 @@ def test_challenger_scores_and_the_appeal_cli_use_postgres(
             shadow = ShadowLog(path, batch_wait=0)
             known = [("champion", "canary", "safetyml-incident-risk@7", "safetyml-incident-risk", "7")]
             items = [
-                (0, d["decision_id"], policy, [], [], [(*known[0], 0.1 * (n + 1), {"x": n})])
+                (0, d["decision_id"], policy, [], [(*known[0], 0.1 * (n + 1), {"x": n})])
                 for n, d in enumerate(decisions)
             ]
             shadow.submit(ShadowJob("incident_risk", [], items))

@@ -128,7 +128,7 @@ def _record_credit_run(path: Path, n: int, seed: int) -> Tables:
             "safetyml-merchant-credit",
             "2",
         )
-        items = [(0, d["decision_id"], policy, [], [], [(*known, float(q), {})])
+        items = [(0, d["decision_id"], policy, [], [(*known, float(q), {})])
                  for d, q in zip(decisions, challenger, strict=True)]  # fmt: skip
         shadow.submit(ShadowJob("merchant_credit", [], items))
     shadow.flush()

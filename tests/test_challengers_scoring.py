@@ -2,8 +2,8 @@
 the report and promotion's paired-bootstrap gate on shadow decisions.
 
 The challenger is registered as version 2 from version 1's artifacts, so it is the same model under another
-version: a shadow score must then equal the champion's exactly (proof it used the same snapshot), and a
-canary decision must replay with version 2.
+version: a shadow score (computed by the shadow runner from the stored snapshot) must then equal the
+champion's exactly, and a canary decision must replay with version 2.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def shadow_run(trained_home: Any, tmp_path_factory: pytest.TempPathFactory) -> A
     from safetyml.scoring.audit import AuditLog
     from safetyml.scoring.challenger_report import trip_requests
     from safetyml.scoring.scorer import Scorer
+    from safetyml.scoring.shadow import ShadowRunner
     from safetyml.tables import load_tables
     from tests.fixtures_training import safetyml_env
 
@@ -57,7 +58,10 @@ def shadow_run(trained_home: Any, tmp_path_factory: pytest.TempPathFactory) -> A
         responses = scorer.score_trips(requests[:300]) + [scorer.score_trip(r) for r in requests[300:]]
         again = [scorer.score_trip(r) for r in requests[:200]]  # the same riders later: sticky routes
         audit.flush()
-        scorer.shadow.flush()
+        scorer.shadow.flush()  # the champion's side of the canary decisions, written by the worker
+        runner = ShadowRunner(policies=scorer.policies)  # the shadow process's work, here in process
+        runner.catch_up()
+        runner.close()
         yield {
             "home": home,
             "tables": tables,

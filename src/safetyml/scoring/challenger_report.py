@@ -232,14 +232,19 @@ def decision_pairs(task: str, path: Path | None = None, spec: str | None = None)
     return pairs, spec
 
 
-def _coverage(task: str, pairs: pd.DataFrame, path: Path | None) -> pd.DataFrame:
+def _coverage(task: str, pairs: pd.DataFrame, path: Path | None, spec: str) -> pd.DataFrame:
     """Per market and mode: decisions since the challenger's first score there that should carry both
-    scores, and how many lack one. Shadow: every decision of the market (a shadow ``share`` below 1 shows
-    as missing by design). Canary: the decisions the challenger served (the champion's side)."""
+    scores, and how many lack one. Shadow: the market's decisions the policy sends to the challenger (with
+    a ``share`` below 1, those whose sticky key hashes into it, as the shadow runner samples them). Canary:
+    the decisions the challenger served (the champion's side)."""
     import pandas as pd
 
     from safetyml.scoring.audit import read_decisions
+    from safetyml.scoring.challengers import sticky_bucket
+    from safetyml.scoring.policies import load_policies
+    from safetyml.scoring.shadow import sticky_keys
 
+    policies = load_policies()
     decisions = read_decisions(path=path)
     decisions = decisions[decisions["task"] == task]
     rows = []
@@ -247,6 +252,10 @@ def _coverage(task: str, pairs: pd.DataFrame, path: Path | None) -> pd.DataFrame
         since = decisions[(decisions["market"] == market) & (decisions["decided_at"] >= first)]
         if mode == "canary":
             since = since[since["model_version"].isin(pairs["version_challenger"].unique())]
+        entry = next((c for c in policies.for_market(market).challengers if c.model == spec), None)
+        if mode == "shadow" and entry is not None and entry.share < 1.0:
+            keys = [sticky_keys(task, subject).get(entry.sticky_key, "") for subject in since["subject_id"]]
+            since = since[[sticky_bucket(f"{task}|{spec}", key) < entry.share for key in keys]]
         paired = since["decision_id"].isin(pairs["decision_id"])
         rows.append({"market": market, "mode": mode, "decisions": len(since), "paired": int(paired.sum())})
     frame = pd.DataFrame(rows, columns=["market", "mode", "decisions", "paired"])
@@ -399,7 +408,7 @@ def challenger_report(
         champion_versions=sorted(pairs["version_champion"].unique()),
         challenger_versions=sorted(pairs["version_challenger"].unique()),
         pairs=pairs,
-        coverage=_coverage(task, pairs, path),
+        coverage=_coverage(task, pairs, path, spec),
         agreement=_agreement(pairs),
         swaps=_swaps(pairs),
         margin=margin,

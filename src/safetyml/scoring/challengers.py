@@ -1,28 +1,30 @@
 """Challengers beside the champion, declared per market in the policy files (``challengers:``).
 
-- **shadow**: the challenger scores a (``share`` of) request(s) *off the response path*, in a background
-  thread, on the very feature snapshot the champion used; its answer is never served, only recorded.
+- **shadow**: the challenger scores a (``share`` of) request(s) *off the response path*, in a process of
+  its own, on the decision's stored feature snapshot; its answer is never served, only recorded.
 - **canary**: the challenger *serves* a sticky ``share`` of requests: a request goes to it when a hash of
   its ``sticky_key`` (the rider or merchant id) falls in the challenger's slice, so one rider always meets
   the same model, in every worker and after restarts (BLAKE2b, not Python's per-process salted ``hash``).
 
 Either way both scores are recorded: the served one in the decision, the other one (the shadow
 challenger's, or for a canary decision the champion's) in the ``challenger_scores`` table of the audit
-store, keyed by decision id, with the feature values that model used beyond the decision's snapshot, so
-the pair can be compared and replayed (:mod:`safetyml.scoring.challenger_report`).
+store, keyed by decision id (for a canary, with the champion's features beyond the snapshot), so the
+pair can be compared and replayed (:mod:`safetyml.scoring.challenger_report`).
 
-Why the shadow score is a row of its own, written after the response, rather than a column of the
-decision: the decision is made durable (fsync'd to the audit journal) *before* the response leaves, and
-that wait is the response's; scoring the challenger first would put a second model, its feature
-matrix and its policy on every request's path. So the request thread only routes (a hash) and hands the
-snapshot it already built to a bounded queue (``put_nowait``: never waits); one background thread per
-process wakes at most every ``BATCH_WAIT`` s, scores what gathered in one LightGBM call per challenger
-(fewer, larger wake-ups take the GIL from request threads less often) and appends the rows, keyed by
-decision id, to ``challenger_scores`` in the same store as the decisions (SQLite or PostgreSQL), where the
-report joins them back to their decisions. What this costs in completeness is bounded and counted: past
-``max_queue`` waiting jobs a job is dropped and counted (``ShadowLog.stats()["dropped"]``) rather than slow
-the response path, a normal stop writes what is queued, a ``kill -9`` loses what was queued (never a
-decision), and the report counts decisions missing their challenger score.
+Where the shadow score is computed: **not in the serving worker**. Scoring it in a background thread of the
+worker (batched, one LightGBM call per wake-up) added p99 +2.89 ms at concurrency 8 on the medium preset
+(bar: 1 ms): that thread's Python work (the matrix built from row dicts, the records, the SQLite writes)
+holds the GIL the request threads wait for, and its CPU competes with responses on saturated cores. So the
+worker only records, in the decision's audited feature snapshot, the few features its market's shadow
+challengers use beyond the served model's (:meth:`ChallengerSet.snapshot_names`), and a separate process at
+the lowest CPU priority (:mod:`safetyml.scoring.shadow`) scores the challengers from the stored snapshots —
+the served decision's own point-in-time features — and writes ``challenger_scores``; it yields the CPU to
+responses under load and catches up after, with a durable cursor (nothing lost when it is killed).
+
+In this module: the declarations resolved to loaded models (:func:`load_challengers`, retried for those
+that failed), sticky routing (:func:`route`), batch scoring of shadows on snapshots (:func:`score_job`,
+used by the shadow process) and :class:`ShadowLog`, the worker's background writer of the answers it
+already knows (the champion's score of a canary decision: no model call).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ ROLE_CHALLENGER, ROLE_CHAMPION = "challenger", "champion"
 # challenger: each wake-up takes the GIL from the request threads, so fewer, larger ones cost them less.
 BATCH_WAIT = 0.05
 MAX_BATCH_JOBS = 1024
+RETRY_SECONDS = 5.0  # challengers that failed to load are tried again this often (worker and shadow process)
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS challenger_scores (
@@ -78,7 +81,7 @@ CREATE TABLE IF NOT EXISTS challenger_scores (
     PRIMARY KEY (decision_id, model_name, model_version)
 );
 """
-_SCHEMA = SideSchema("challenger scores", sqlite=_TABLE, postgres=_TABLE)
+SCORES_SCHEMA = SideSchema("challenger scores", sqlite=_TABLE, postgres=_TABLE)
 _COLUMNS = (
     "decision_id",
     "role",
@@ -96,8 +99,8 @@ _COLUMNS = (
     "scored_at",
 )
 _INSERT = f"INSERT INTO challenger_scores ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-_INSERT_SQLITE = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a score written twice is kept once
-_INSERT_POSTGRES = _INSERT + " ON CONFLICT DO NOTHING"
+INSERT_SQLITE = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a score written twice is kept once
+INSERT_POSTGRES = _INSERT + " ON CONFLICT DO NOTHING"
 
 
 @dataclass(frozen=True)
@@ -127,11 +130,36 @@ class ChallengerSet:
     def for_policy(self, policy: Policy, task: str) -> tuple[tuple[Challenger, LoadedChallenger], ...]:
         return self.entries.get((policy.market, task), ())
 
+    attempts: int = 1  # how many times the failed ones were tried (retried in the background)
+    _names: dict[tuple[str, str, int], list[str]] = field(default_factory=dict, compare=False, repr=False)
+
     def versions(self) -> dict[str, str]:
-        """spec -> loaded version (or the load error), for /metadata."""
+        """spec -> loaded version (or the load error and that it is being retried), for /metadata."""
         out = {spec: f"v{c.version}" for spec, c in self.loaded.items()}
-        out.update({spec: f"not loaded: {why}" for spec, why in self.errors.items()})
+        retry = f" (tried {self.attempts} times; retrying every {RETRY_SECONDS:g} s)"
+        out.update({spec: f"not loaded: {why}{retry}" for spec, why in self.errors.items()})
         return out
+
+    def shadow_specs(self) -> list[str]:
+        """The loaded challengers some market runs in shadow mode."""
+        pairs = [pair for pairs in self.entries.values() for pair in pairs]
+        return sorted({loaded.spec for challenger, loaded in pairs if challenger.mode == "shadow"})
+
+    def snapshot_names(self, market: str, task: str, served: RiskModel) -> list[str]:
+        """The features a decision of ``market``/``task`` served by ``served`` records in its snapshot: the
+        served model's, then those its market's shadow challengers use beyond them (so the shadow process
+        can score them from the stored snapshot). Computed once per (market, task, served model)."""
+        key = (market, task, id(served))
+        names = self._names.get(key)
+        if names is None:
+            names = list(served.features)
+            have = set(names)
+            for challenger, loaded in self.entries.get((market, task), ()):
+                if challenger.mode == "shadow":
+                    names += [f for f in loaded.model.features if f not in have]
+                    have.update(loaded.model.features)
+            self._names[key] = names
+        return names
 
 
 def resolve(spec: str) -> tuple[str, str]:
@@ -148,15 +176,18 @@ def resolve(spec: str) -> tuple[str, str]:
 
 
 def load_challengers(
-    policies: PolicySet, champions: dict[str, tuple[str, str]] | None = None
+    policies: PolicySet,
+    champions: dict[str, tuple[str, str]] | None = None,
+    previous: ChallengerSet | None = None,
 ) -> ChallengerSet:
     """Load every challenger the policy files name (once per spec). One that cannot be loaded is logged
     and left out (the service still serves the champion) and reported in ``errors``; so is one that is
     the very version serving as champion (``champions``: task -> (name, version)), which has nothing to add.
+    ``previous``: an earlier attempt whose loaded models are kept (a retry loads only what failed).
     """
     from safetyml import tracking
 
-    loaded: dict[str, LoadedChallenger] = {}
+    loaded: dict[str, LoadedChallenger] = dict(previous.loaded) if previous is not None else {}
     errors: dict[str, str] = {}
     entries: dict[tuple[str, str], list[tuple[Challenger, LoadedChallenger]]] = {}
     for market, policy in sorted(policies.policies.items()):
@@ -173,10 +204,12 @@ def load_challengers(
                     )
                 except Exception as exc:  # noqa: BLE001 - a challenger must never stop the champion
                     errors[spec] = str(exc)
-                    log.warning("challenger %s of market %s not loaded: %s", spec, market, exc)
+                    if previous is None or previous.errors.get(spec) != str(exc):  # log each new reason once
+                        log.warning("challenger %s of market %s not loaded (retrying): %s", spec, market, exc)
             if spec in loaded:
                 entries.setdefault((market, loaded[spec].task), []).append((challenger, loaded[spec]))
-    return ChallengerSet(loaded, errors, {key: tuple(value) for key, value in entries.items()})
+    attempts = previous.attempts + 1 if previous is not None and previous.errors else 1
+    return ChallengerSet(loaded, errors, {key: tuple(value) for key, value in entries.items()}, attempts)
 
 
 def sticky_bucket(task: str, key: str) -> float:
@@ -209,28 +242,28 @@ def route(
 
 @dataclass
 class ShadowJob:
-    """One scored batch's work for the shadow writer.
+    """Challenger scores to write for a batch of decisions.
 
-    ``inputs`` holds the feature snapshot of each item: a list of row dicts (trips) or a DataFrame
-    (merchants). Items are (row index, decision id, policy, served feature names, shadows, others): the
-    served model's own feature list (not a copy), the challengers to score here, and already-known answers
-    (role, mode, spec, name, version, probability, extra features), e.g. the champion's score of a canary
-    decision.
+    ``inputs`` holds the feature snapshot of each item: a list of row dicts (the stored snapshots the
+    shadow process reads, or a request's rows) or a DataFrame. Items are (row index, decision id, policy,
+    shadows, others): the shadow challengers to score on that row, and already-known answers (role, mode,
+    spec, name, version, probability, extra features), e.g. the champion's score of a canary decision.
     """
 
     task: str
     inputs: list[dict[str, Any]] | pd.DataFrame
-    items: list[tuple[int, str, Policy, list[str], list[LoadedChallenger], list[tuple[Any, ...]]]]
+    items: list[tuple[int, str, Policy, list[LoadedChallenger], list[tuple[Any, ...]]]]
 
 
 class ShadowLog:
-    """Scores shadow challengers in a background thread and writes both-score records to the audit store."""
+    """Writes already-known challenger-table records (a canary decision's champion side) from a background
+    thread of the worker, batched: the request thread only hands the tuple over (``put_nowait``)."""
 
     def __init__(self, path: Path, max_queue: int = MAX_QUEUE, batch_wait: float = BATCH_WAIT):
         self.path = Path(path)
         self.batch_wait = batch_wait
-        self._tables = SideTables(self.path, _SCHEMA)  # the audit store's database: SQLite or PostgreSQL
-        self._insert = _INSERT_POSTGRES if self._tables.postgres else _INSERT_SQLITE
+        self._tables = SideTables(self.path, SCORES_SCHEMA)  # the audit store: SQLite or PostgreSQL
+        self._insert = INSERT_POSTGRES if self._tables.postgres else INSERT_SQLITE
         self._queue: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=max_queue)
         self.submitted = self.written = self.dropped = 0
         self.failed = 0
@@ -338,28 +371,22 @@ def merge_jobs(jobs: list[ShadowJob]) -> list[ShadowJob]:
 
 
 def score_job(job: ShadowJob) -> list[tuple[Any, ...]]:
-    """The challenger_scores rows of one job: each shadow challenger scored on the items' snapshots
-    (vectorised per challenger), plus the already-known other scores."""
+    """The challenger_scores rows of one job: each shadow challenger scored on the items' snapshots (one
+    LightGBM call per challenger), plus the already-known other scores. A snapshot holds every feature
+    its shadow challengers need (:meth:`ChallengerSet.snapshot_names`): a shadow score has no extra ones."""
     now = datetime.now(UTC).isoformat(timespec="microseconds")
     out: list[tuple[Any, ...]] = []
     by_model: dict[str, tuple[LoadedChallenger, list[int]]] = {}
-    for n, (_, _, _, _, shadows, _) in enumerate(job.items):
+    for n, (_, _, _, shadows, _) in enumerate(job.items):
         for loaded in shadows:
             by_model.setdefault(loaded.spec, (loaded, []))[1].append(n)
     for loaded, members in by_model.values():
-        rows = [job.items[n][0] for n in members]
-        probability = _predict(loaded.model, job.inputs, rows)
-        missing: dict[int, list[str]] = {}  # per distinct served feature list: the features it lacks
+        probability = _predict(loaded.model, job.inputs, [job.items[n][0] for n in members])
         for n, p in zip(members, probability.tolist(), strict=True):
-            _, decision_id, policy, served, _, _ = job.items[n]
-            names = missing.get(id(served))
-            if names is None:
-                have = set(served)
-                names = missing[id(served)] = [f for f in loaded.model.features if f not in have]
-            extra = _extra(names, job.inputs, job.items[n][0]) if names else {}
+            _, decision_id, policy, _, _ = job.items[n]
             known = (ROLE_CHALLENGER, "shadow", loaded.spec, loaded.name, loaded.version, p)
-            out.append(_record(job.task, decision_id, policy, known, extra, now))
-    for _, decision_id, policy, _, _, others in job.items:
+            out.append(_record(job.task, decision_id, policy, known, {}, now))
+    for _, decision_id, policy, _, others in job.items:
         out.extend(_record(job.task, decision_id, policy, known[:6], known[6], now) for known in others)
     return out
 
@@ -383,20 +410,11 @@ def _predict(model: RiskModel, inputs: list[dict[str, Any]] | pd.DataFrame, rows
     return predict_frame(model, inputs.iloc[rows])
 
 
-def _extra(names: list[str], inputs: list[dict[str, Any]] | pd.DataFrame, row: int) -> dict[str, Any]:
-    """The values of ``names`` (features the decision's snapshot does not hold) for one row, to replay the
-    challenger's score later."""
-    if isinstance(inputs, list):
-        return {f: inputs[row].get(f) for f in names}
-    values = inputs.iloc[row]
-    return {f: (None if values[f] != values[f] else values[f]) for f in names if f in values.index}
-
-
 def read_challenger_scores(path: Path | None = None) -> pd.DataFrame:
     """Every recorded challenger/champion score (the non-served side of each decision)."""
     import pandas as pd
 
-    with SideTables(path, _SCHEMA) as tables:
+    with SideTables(path, SCORES_SCHEMA) as tables:
         rows = tables.rows(f"SELECT {', '.join(_COLUMNS)} FROM challenger_scores")
     frame = pd.DataFrame.from_records(rows, columns=list(_COLUMNS))
     frame["probability"] = frame["probability"].astype("float64")

@@ -34,6 +34,7 @@ from safetyml.scoring.scorer import NotReadyError, ReloadError, Scorer
 
 if TYPE_CHECKING:
     from safetyml.scoring.audit import AuditLog
+    from safetyml.scoring.shadow import RunnerKeeper
 
 log = logging.getLogger("safetyml.serving")
 
@@ -142,10 +143,13 @@ class ScorerHost:
         board: WorkerBoard | None = None,
         champions: Callable[[dict[str, str]], dict[str, str]] | None = None,
         poll_seconds: float = 0.0,
+        keeper: RunnerKeeper | None = None,
     ):
         """``champions``: given {task: registered model name}, the registry's champion version of each (the
-        poller's question; None or ``poll_seconds=0``: no polling)."""
+        poller's question; None or ``poll_seconds=0``: no polling). ``keeper``: starts (and restarts) the
+        shadow runner process when the policies declare a shadow challenger."""
         self._load = load
+        self.keeper = keeper
         self.audit = audit
         self.board = board
         self.champions = champions
@@ -170,6 +174,7 @@ class ScorerHost:
         ``SAFETYML_HOME``; ``workers``: how many workers the service runs (all must be ready for /readyz)."""
         from safetyml import paths
         from safetyml.scoring.audit import AuditLog
+        from safetyml.scoring.shadow import RunnerKeeper
 
         audit = AuditLog()
         return cls(
@@ -179,6 +184,7 @@ class ScorerHost:
             board=WorkerBoard.for_service(workers),
             champions=registry_champions,
             poll_seconds=poll_seconds(),
+            keeper=RunnerKeeper(os.getppid()),  # follows the service's arbiter: drains and stops after it
         )
 
     # ---------------------------------------------------------------------------------- lifecycle
@@ -191,6 +197,7 @@ class ScorerHost:
             self._loader.start()
         if self.champions is not None and self.poll_seconds > 0:
             threading.Thread(target=self._poll_loop, name="safetyml-champion-poll", daemon=True).start()
+        threading.Thread(target=self._challenger_loop, name="safetyml-challengers", daemon=True).start()
         if handle_sighup:
             with contextlib.suppress(ValueError, AttributeError):  # not the main thread, or no SIGHUP here
                 signal.signal(signal.SIGHUP, self._on_sighup)
@@ -206,6 +213,8 @@ class ScorerHost:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.warning("scorer not ready (%s); retrying in %.0f s", self.load_error, self.retry_seconds)
             return False
+        if self._runs_shadows(scorer):
+            self.keeper.ensure()  # type: ignore[union-attr]
         self.scorer = scorer
         self.load_error = None
         if self._seen_champions is None:
@@ -215,6 +224,33 @@ class ScorerHost:
             self.board.mark_ready()
         log.info("scorer ready: %s", scorer.metadata())
         return True
+
+    def look_after_challengers(self) -> None:
+        """Retry challengers that failed to load (so a worker does not serve without them for long; they show
+        in /metadata meanwhile) and restart the shadow runner if it is gone. Errors are logged."""
+        scorer = self.scorer
+        if scorer is None:
+            return
+        try:
+            scorer.retry_challengers()
+            if self._runs_shadows(scorer):
+                self.keeper.ensure()  # type: ignore[union-attr]
+        except Exception:
+            log.exception("looking after the challengers failed; trying again in %.0f s", self.retry_seconds)
+
+    def _runs_shadows(self, scorer: Scorer) -> bool:
+        """Whether this host keeps a shadow runner: it has a keeper, the policies declare a shadow
+        challenger and the scorer started the runner's cursor (not possible on PostgreSQL)."""
+        return (
+            self.keeper is not None
+            and scorer.audit is not None
+            and scorer.declares_shadows()
+            and scorer.shadow_error is None
+        )
+
+    def _challenger_loop(self) -> None:
+        while not self._stop.wait(self.retry_seconds):
+            self.look_after_challengers()
 
     def load_until_ready(self) -> None:
         """Load the scorer, retrying every ``retry_seconds`` until it is ready or :meth:`stop` is called."""

@@ -155,21 +155,35 @@ class Scorer:
         shadow: ShadowLog | None = None,
     ):
         """``credit``: the credit-score scale (default: the project's, from training/merchant_credit.yaml).
-        ``challengers``: shadow/canary models (:mod:`safetyml.scoring.challengers`); ``shadow`` records the
-        challenger scores off the response path (default: next to the audit log when both exist)."""
+        ``challengers``: shadow/canary models (:mod:`safetyml.scoring.challengers`); ``shadow`` writes the
+        champion's side of canary decisions off the response path (default: beside the audit log when a
+        policy declares a canary). With shadow challengers and an audit log, the shadow process's cursor
+        is started here, before this scorer's first decision (:func:`safetyml.scoring.shadow.init_cursor`);
+        ``shadow_error`` says why when it cannot be (PostgreSQL)."""
         self._bundle = ModelBundle(
             models=dict(models),
             versions={task: str((model_versions or {}).get(task, "local")) for task in models},
             names={task: (model_names or {}).get(task, task) for task in models},
             challengers=challengers,
         )
-        if shadow is None and challengers and audit is not None:
+        self.store = store
+        self.policies = policies if policies is not None else load_policies()
+        modes = {c.mode for policy in self.policies.policies.values() for c in policy.challengers}
+        if shadow is None and "canary" in modes and audit is not None:
             from safetyml.scoring.challengers import ShadowLog
 
             shadow = ShadowLog(audit.path)
         self.shadow = shadow
-        self.store = store
-        self.policies = policies if policies is not None else load_policies()
+        self.shadow_error: str | None = None
+        if "shadow" in modes and audit is not None:
+            from safetyml.scoring.shadow import ShadowRunnerError, init_cursor
+
+            try:
+                audit.flush()  # decisions this process made before: stored first, so before the cursor
+                init_cursor(audit.path)
+            except ShadowRunnerError as exc:
+                self.shadow_error = str(exc)
+                log.error("shadow challengers declared but cannot be scored: %s", exc)
         self._feature_set = feature_set
         self.audit = audit
         self._reload_lock = threading.Lock()
@@ -261,14 +275,39 @@ class Scorer:
             except Exception as exc:  # the store file may be mid-rewrite; metadata must still answer
                 store_meta = {"error": str(exc)}
         fs_version = getattr(self._feature_set, "version", None) if self._feature_set is not None else None
+        challengers = self._bundle.challengers
         return {
             "model_versions": dict(self._bundle.versions),
             "model_names": dict(self._bundle.names),
             "feature_definitions_version": None if fs_version is None else str(fs_version),
             "online_store": store_meta,
             "policy_versions": self.policies.versions(),
-            "challengers": self._bundle.challengers.versions() if self._bundle.challengers else {},
+            "challengers": {} if challengers is None else challengers.versions(),
+            **({"shadow_runner": shadow_status()} if self.declares_shadows() else {}),
         }
+
+    def declares_shadows(self) -> bool:
+        """Whether some market's policy runs a challenger in shadow mode (then a shadow runner must run)."""
+        return any(c.mode == "shadow" for p in self.policies.policies.values() for c in p.challengers)
+
+    def retry_challengers(self) -> bool:
+        """Try again to load the challengers that failed (the worker's background loop calls this every
+        few seconds); True if the loaded set changed. The swap is one reference assignment, like a reload."""
+        with self._reload_lock:
+            bundle = self._bundle
+            if bundle.challengers is None or not bundle.challengers.errors:
+                return False
+            from dataclasses import replace
+
+            from safetyml.scoring.challengers import load_challengers
+
+            champions = {t: (bundle.names[t], bundle.versions[t]) for t in bundle.models}
+            again = load_challengers(self.policies, champions, previous=bundle.challengers)
+            self._bundle = replace(bundle, challengers=again)
+        if set(again.loaded) != set(bundle.challengers.loaded):
+            log.info("challengers loaded on retry: %s", again.versions())
+            return True
+        return False
 
     # ------------------------------------------------------------------------------- offline / batch
     def score_features(self, task: Task, X: pd.DataFrame, explain: bool = False, k: int = 3) -> pd.DataFrame:
@@ -374,7 +413,7 @@ class Scorer:
             canary = None
             if entries:
                 keys = {"rider_id": request.rider_id, "merchant_id": request.merchant_id}
-                canary, shadows = _route(entries, TRIP_TASK, keys)
+                canary = _route(entries, TRIP_TASK, keys)[0]
                 if canary is not None:  # this request's sticky key is in the canary's slice: it serves
                     served = canary.model
                     matrix_c = fast_matrix(served, [rows[i]])
@@ -401,18 +440,22 @@ class Scorer:
                 **fields_,
             )
             responses.append(response)
+            # the snapshot also holds what the market's shadow challengers need (the shadow process)
+            names = served.features
+            if entries:
+                names = challengers.snapshot_names(policy.market, TRIP_TASK, served)
             self._audit(
                 response,
                 subject_id=f"{request.rider_id}/{request.merchant_id}",
                 probability=response.probability,
-                features={name: rows[i][name] for name in served.features},
+                features={name: rows[i][name] for name in names},
                 reasons=reasons,
                 request=request.model_dump(mode="json"),
             )
-            if entries and self.shadow is not None:
+            if canary is not None and self.shadow is not None:  # the champion's side, already scored
                 others = _champion_side(bundle, TRIP_TASK, canary, float(probability[i]), rows[i], served)
-                shadow_items.append((i, response.decision_id, policy, served.features, shadows, others))
-        if shadow_items:  # scored off the response path by the shadow thread
+                shadow_items.append((i, response.decision_id, policy, [], others))
+        if shadow_items:  # written off the response path by the worker's writer thread
             from safetyml.scoring.challengers import ShadowJob
 
             self.shadow.submit(ShadowJob(TRIP_TASK, rows, shadow_items))
@@ -459,7 +502,6 @@ class Scorer:
         explain = any(r.explain for r in requests)
         scored = self._score_frame(bundle, MERCHANT_TASK, X, explain=explain, k=3, markets=markets)
         model = bundle.models[MERCHANT_TASK]
-        features = _feature_records(X, model.features)
         cold = _cold_start(X)
         decided_at = utc_now()
         responses = []
@@ -476,6 +518,12 @@ class Scorer:
             for i, route_ in enumerate(routes)
             if route_ and route_[0]
         }
+        used = [served[i][2].model if i in served else model for i in range(len(requests))]
+        names = [  # each snapshot also holds what its market's shadow challengers need (the shadow process)
+            challengers.snapshot_names(p.market, MERCHANT_TASK, m) if route_ else m.features
+            for p, route_, m in zip(policies, routes, used, strict=True)
+        ]
+        features = _records_by_names(X, names)
         shadow_items: list[Any] = []
         for i, request in enumerate(requests):
             policy = policies[i]
@@ -495,22 +543,21 @@ class Scorer:
                 **fields_,
             )
             responses.append(response)
-            used = model if canary is None else canary.model
             self._audit(
                 response,
                 subject_id=request.merchant_id,
                 probability=response.probability_of_default,
-                features=features[i] if canary is None else _feature_records(X.iloc[[i]], used.features)[0],
+                features=features[i],
                 reasons=reasons,
                 request=request.model_dump(mode="json"),
                 credit_score=response.credit_score,
                 grade=response.grade,
             )
-            if routes[i] is not None and self.shadow is not None:
-                record = _feature_records(X.iloc[[i]], model.features)[0] if canary is not None else {}
+            if canary is not None and self.shadow is not None:  # the champion's side, already scored
+                record = _feature_records(X.iloc[[i]], model.features)[0]
                 p_champion = float(scored["probability"].iat[i])
-                others = _champion_side(bundle, MERCHANT_TASK, canary, p_champion, record, used)
-                shadow_items.append((i, response.decision_id, policy, used.features, routes[i][1], others))
+                others = _champion_side(bundle, MERCHANT_TASK, canary, p_champion, record, used[i])
+                shadow_items.append((i, response.decision_id, policy, [], others))
         if shadow_items:
             from safetyml.scoring.challengers import ShadowJob
 
@@ -601,6 +648,14 @@ def _load_bundle(alias: str, policies: PolicySet | None = None) -> ModelBundle:
     return ModelBundle(models=models, versions=versions, names=names, challengers=challengers)
 
 
+def shadow_status() -> dict[str, Any]:
+    """The shadow runner's last status (what it loaded, its cursor and lag), or that none has run."""
+    from safetyml.scoring.shadow import read_status, runner_running
+
+    status = read_status() or {"error": "no shadow runner has written a status yet"}
+    return {**status, "running": runner_running()}
+
+
 def _route(entries: Any, task: str, keys: dict[str, str]) -> tuple[LoadedChallenger | None, list[Any]]:
     from safetyml.scoring.challengers import route
 
@@ -648,6 +703,19 @@ def _cold_start(X: pd.DataFrame) -> list[bool]:
     if "cold_start" not in X.columns:
         return [False] * len(X)
     return [bool(v) for v in X["cold_start"].fillna(False)]
+
+
+def _records_by_names(X: pd.DataFrame, names: list[list[str]]) -> list[dict[str, Any]]:
+    """Row ``i``'s values of the features ``names[i]``, one frame conversion per distinct name list."""
+    groups: dict[int, list[int]] = {}
+    for i, columns in enumerate(names):
+        groups.setdefault(id(columns), []).append(i)
+    out: list[dict[str, Any]] = [{}] * len(X)
+    for rows in groups.values():
+        part = X if len(rows) == len(X) else X.iloc[rows]
+        for i, record in zip(rows, _feature_records(part, names[rows[0]]), strict=True):
+            out[i] = record
+    return out
 
 
 def _feature_records(X: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
