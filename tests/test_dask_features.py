@@ -166,3 +166,26 @@ def test_halo_pairs_are_the_nearest_cities_of_each_ring():
         disk = [h3.str_to_int(c) for c in h3.grid_disk(h3.int_to_str(int(cell)), 1)]
         expected |= {(row, city) for city in zones.nearest_city(np.array(disk, dtype=np.int64))}
     assert got == expected and {r for r, _ in got} == {0, 1, 3, 4}
+
+
+def test_zone_plan_is_the_coarsest_parent_that_fits_and_packs_groups_under_the_budget():
+    """The plan against a direct computation: at the chosen resolution every parent holds at most the
+    budget (and one resolution coarser, one does not); groups hold at most the budget of trip ends; every
+    cell with trip ends has a group, a cell without has none (-1) but an owner (0)."""
+    from safetyml.features import zones
+    from safetyml.features.zone_groups import parents, plan_zone_groups
+
+    rng = np.random.default_rng(7)
+    lat = np.concatenate([rng.normal(-23.55, 0.08, 3_000), rng.normal(19.43, 0.05, 1_000)])
+    lng = np.concatenate([rng.normal(-46.63, 0.08, 3_000), rng.normal(-99.13, 0.05, 1_000)])
+    counts = pd.Series(zones.cells_int(lat, lng)).value_counts()
+    plan = plan_zone_groups(counts, 500)
+    per_parent = counts.groupby(parents(counts.index.to_numpy(), plan.resolution)).sum()
+    coarser = counts.groupby(parents(counts.index.to_numpy(), plan.resolution - 1)).sum()
+    assert per_parent.max() <= 500 < coarser.max()
+    groups = plan.of(counts.index.to_numpy())
+    assert (groups >= 0).all() and plan.n == groups.max() + 1 > 8
+    assert counts.groupby(groups).sum().max() <= 500
+    far = zones.cells_int(np.array([48.85]), np.array([2.35]))  # Paris: no trip ends there
+    assert plan.of(far)[0] == -1 and plan.owner(far)[0] == 0
+    assert plan.of(np.array([zones.NO_CELL]))[0] == -1 and plan.owner(np.array([zones.NO_CELL]))[0] == -1
