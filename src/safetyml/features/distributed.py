@@ -15,6 +15,8 @@ existing vectorised :class:`~safetyml.features.engine.FeatureEngine` on its own 
   the cells it owns at every zone query time of the city, the counts are summed per city (exact: integer
   sums) and joined back into the groups that answer the zones.
 
+Routing is a disk shuffle: each trips partition writes its pieces with one Parquet row group per group
+(``OUT/_routes``) and each group task reads only its own (``materialize`` keeps the pieces as futures).
 A trip routed to a group only for its events (an incident's linked trip, a halo trip) adds events there
 but is not answered there; each (trip, entity) is answered exactly once, by its own group. Riders,
 merchants and incidents are broadcast to every worker (they are small next to trips; a billion-trip
