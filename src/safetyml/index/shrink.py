@@ -110,6 +110,23 @@ def _kappa_posterior(
     return weights / weights.sum(axis=-1, keepdims=True)
 
 
+def _grid_picks(weights: np.ndarray, pools: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """Grid point drawn per draw, unit and indicator (draws, U, I) from (P, I, K) posterior weights."""
+    cdf = np.cumsum(weights, axis=-1)
+    picks = (cdf[None] < rng.random((draws, *cdf.shape[:-1], 1))).sum(axis=-1)
+    return np.minimum(picks, weights.shape[-1] - 1)[:, pools, :]
+
+
+def _group_rate_draws(
+    y: np.ndarray, n: np.ndarray, groups: np.ndarray, draws: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The group rate m per draw and unit (draws, U, I) from Gamma(Σy + ½, Σn) (Jeffreys' prior)."""
+    n_groups = int(groups.max()) + 1
+    events, exposure = _group_sum(y, groups, n_groups), _group_sum(n, groups, n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rng.gamma(events + 0.5, 1.0, size=(draws, *events.shape)) / exposure)[:, groups, :]
+
+
 def posterior_draws(
     num: np.ndarray,
     den: np.ndarray,
@@ -153,15 +170,8 @@ def posterior_draws(
         sample = sample / np.where(ok, beta + n, 1.0)
         return np.where(ok, sample, np.where(np.isfinite(m), m, np.nan))
     pools = groups if pools is None else pools
-    weights = _kappa_posterior(y, n, m, seen, pools)
-    cdf = np.cumsum(weights, axis=-1)
-    picks = (cdf[None] < rng.random((draws, *cdf.shape[:-1], 1))).sum(axis=-1)
-    kappa = KAPPA_GRID[np.minimum(picks, len(KAPPA_GRID) - 1)][:, pools, :]  # (draws, U, I)
-    n_groups = int(groups.max()) + 1
-    events, exposure = _group_sum(y, groups, n_groups), _group_sum(n, groups, n_groups)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = rng.gamma(events + 0.5, 1.0, size=(draws, *events.shape)) / exposure
-    rate = rate[:, groups, :]
+    kappa = KAPPA_GRID[_grid_picks(_kappa_posterior(y, n, m, seen, pools), pools, draws, rng)]
+    rate = _group_rate_draws(y, n, groups, draws, rng)
     known = np.isfinite(m) & np.isfinite(rate) & (rate > 0)
     alpha = 1.0 / kappa
     beta = alpha / np.where(known, rate, 1.0)
@@ -340,17 +350,11 @@ def mixture_draws(
     m, _ = prior(num, den, groups, pools)
     seen, y, n = _counts(num, den)
     share, ratio, base, _ = _mixture_grid()
-    flat = fit.weights.reshape(*fit.weights.shape[:2], -1)
-    cdf = np.cumsum(flat, axis=-1)
-    picks = (cdf[None] < rng.random((draws, *cdf.shape[:-1], 1))).sum(axis=-1)
-    picks = np.minimum(picks, flat.shape[-1] - 1)[:, fit.pools, :]  # (draws, U, I)
+    picks = _grid_picks(fit.weights.reshape(*fit.weights.shape[:2], -1), fit.pools, draws, rng)
     kappa = MIX_KAPPA[picks // len(share)]
     j = picks % len(share)
     pi, r, mu0 = share[j], ratio[j], base[j]
-    n_groups = int(groups.max()) + 1
-    events, exposure = _group_sum(y, groups, n_groups), _group_sum(n, groups, n_groups)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = (rng.gamma(events + 0.5, 1.0, size=(draws, *events.shape)) / exposure)[:, groups, :]
+    rate = _group_rate_draws(y, n, groups, draws, rng)
     known = np.isfinite(m) & np.isfinite(rate) & (rate > 0)
     rate = np.where(known, rate, 1.0)
     a = 1.0 / kappa
