@@ -13,11 +13,11 @@ task's challenger is the champion itself. Everything else works on copies of the
    each on its own copy of the home, and drives them with ``wrk`` at ``--concurrency`` connections for
    ``--duration`` s, alternating which goes first, ``--rounds`` times; prints p50/p99/req/s of each run,
    ``uptime`` before each, the medians over rounds, their difference and ratio (the bar: p99 +1 ms at
-   most). The shadow service's workers start the shadow runner (:mod:`safetyml.scoring.shadow`, a process
-   at nice 19); after each shadow run the benchmark prints how many decisions it was behind and waits until
-   it has caught up (``--kill-runner``: SIGKILL it in the middle of the second shadow run). Then, servers
-   stopped and the runner drained, checks that every decision id the shadow service answered is in the
-   audit log **and has its challenger score**;
+   most). The shadow service's workers start the shadow runner (:mod:`safetyml.scoring.shadow`, a
+   process under SCHED_IDLE); after each shadow run the benchmark prints how many decisions it was behind
+   and waits until it has caught up (``--kill-runner``: SIGKILL it in the middle of the second shadow
+   run). Then, servers stopped and the runner drained, checks that every decision id the shadow service
+   answered is in the audit log **and has its challenger score**;
 3. optionally (``--inprocess-rounds``) the same comparison in process (``Scorer.score_trip``, 8 threads),
    with the request threads' own CPU per request;
 4. **merchant credit**: a store materialized ``horizon + 10`` days before the data's end, every merchant
@@ -173,6 +173,13 @@ def compare(runs: dict[str, list[dict[str, float]]], what: str) -> float:
     return d99
 
 
+CONTROLS = {
+    "aa": "A/A: the 'shadow' service has no challenger either (what the two services differ by without one)",
+    "runner-off": "the 'shadow' service records the challenger's snapshot but its workers start no runner "
+    "(SAFETYML_SHADOW_RUNNER=0); the runner scores everything after the load",
+}
+
+
 def runner_pid(home: Path) -> int | None:
     """The pid in the shadow runner's status file (None before it wrote one)."""
     import json
@@ -212,8 +219,8 @@ def wait_caught_up(home: Path, ids: set[str], timeout: float = 600.0) -> tuple[i
 def http_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: list[Any], specs: list[str]):
     """Both services up, alternating wrk runs; returns the homes of both.
 
-    The shadow service's workers start the shadow runner (a process at nice 19 scoring the challengers from
-    the audit store). After each shadow run the benchmark waits until the runner has caught up (every
+    The shadow service's workers start the shadow runner (a process under SCHED_IDLE scoring the challengers
+    from the audit store). After each shadow run the benchmark waits until the runner has caught up (every
     answered decision stored and behind its cursor) and prints the backlog and how long it took, so each
     run starts with an idle runner and the work a run left behind is not charged to the next champion-only
     run. With ``--kill-runner`` the runner is killed with SIGKILL in the middle of the second shadow run
@@ -223,8 +230,11 @@ def http_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: 
     homes = {kind: work / f"http_{kind}" for kind in ("none", "shadow")}
     folders = {
         "none": policies_with(work / "pol_none", []),
-        "shadow": policies_with(work / "pol_shadow", specs),
+        "shadow": policies_with(work / "pol_shadow", [] if args.control == "aa" else specs),
     }
+    runner_on = args.control is None  # the shadow service's workers start the runner
+    if args.control:
+        print(f"CONTROL RUN '{args.control}': {CONTROLS[args.control]}", flush=True)
     servers: dict[str, Any] = {}
     token = secrets.token_hex(16)
     urls: dict[str, str] = {}
@@ -237,7 +247,8 @@ def http_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: 
             os.environ["SAFETYML_POLICIES"] = str(folders[kind])
             port = _free_port()
             t0 = time.perf_counter()
-            servers[kind] = start_server(port, token, target, args.workers)
+            extra = {"SAFETYML_SHADOW_RUNNER": "0"} if args.control == "runner-off" else {}
+            servers[kind] = start_server(port, token, target, args.workers, extra_env=extra)
             urls[kind] = f"http://127.0.0.1:{port}"
             print(f"service '{kind}' ready in {time.perf_counter() - t0:.0f} s on {urls[kind]}", flush=True)
         os.environ.pop("SAFETYML_POLICIES", None)
@@ -245,9 +256,10 @@ def http_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: 
             received[kind] |= set(
                 wrk_load(urls[kind], token, bodies, 5, args.concurrency, work / kind)["ids"]
             )
-        left, took = wait_caught_up(homes["shadow"], received["shadow"])
-        pid = runner_pid(homes["shadow"])
-        print(f"warm-up: shadow runner pid {pid} caught up ({left} left, {took:.1f} s)", flush=True)
+        if runner_on:
+            left, took = wait_caught_up(homes["shadow"], received["shadow"])
+            pid = runner_pid(homes["shadow"])
+            print(f"warm-up: shadow runner pid {pid} caught up ({left} left, {took:.1f} s)", flush=True)
         for r in range(args.rounds):
             for kind in ("none", "shadow") if r % 2 == 0 else ("shadow", "none"):
                 print(f"  uptime before: {uptime()}", flush=True)
@@ -269,7 +281,7 @@ def http_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: 
                     f"{args.workers} workers; load {out['load_before']:.1f}→{out['load_after']:.1f})",
                     flush=True,
                 )
-                if kind == "shadow":
+                if kind == "shadow" and runner_on:
                     left, took = wait_caught_up(homes["shadow"], received["shadow"])
                     pid = runner_pid(homes["shadow"])
                     print(
@@ -289,6 +301,21 @@ def http_shadow_bar(args: argparse.Namespace, home: Path, work: Path, requests: 
     while runner_running(homes["shadow"] / "shadow") and time.monotonic() < deadline:
         time.sleep(0.5)
     compare(runs, "HTTP")
+    if args.control == "aa":
+        return homes
+    if args.control == "runner-off":  # the runner started after the load, as an operator would after a burst
+        from safetyml.scoring.policies import load_policies
+        from safetyml.scoring.shadow import ShadowRunner
+
+        runner = ShadowRunner(homes["shadow"] / "audit.sqlite", policies=load_policies(folders["shadow"]))
+        t0 = time.perf_counter()
+        read = runner.catch_up()
+        print(
+            f"shadow runner started after the load: {read:,} decisions read, {runner.scored:,} scores in "
+            f"{time.perf_counter() - t0:.1f} s ({load()})",
+            flush=True,
+        )
+        runner.close()
     from safetyml.scoring.challengers import read_challenger_scores
 
     for kind, target in homes.items():
@@ -577,6 +604,7 @@ def main() -> None:
         "--kill-runner", action="store_true", help="SIGKILL the shadow runner during the 2nd shadow run"
     )
     parser.add_argument("--only-shadow-bar", action="store_true", help="stop after the shadow bar")
+    parser.add_argument("--control", choices=sorted(CONTROLS), default=None, help="a control run of the bar")
     parser.add_argument(
         "--gil-profile", type=float, default=0.0, help="only: seconds of py-spy --gil on a worker"
     )

@@ -22,6 +22,7 @@ SERVE_THREADS = "SAFETYML_SERVE_THREADS"  # threads per worker (default 4)
 SERVE_POLL_SECONDS = "SAFETYML_SERVE_POLL_SECONDS"  # seconds between registry champion polls (0: off)
 SERVE_ACCESS_LOG = "SAFETYML_SERVE_ACCESS_LOG"  # 1: BentoML's access log on (default off: it costs latency)
 SERVE_TRACE_RATE = "SAFETYML_SERVE_TRACE_RATE"  # OpenTelemetry sampling rate 0..1 (default 0)
+SHADOW_RUNNER = "SAFETYML_SHADOW_RUNNER"  # 0: the workers do not start the shadow runner (run it yourself)
 AUDIT_URL = "SAFETYML_AUDIT_URL"  # postgresql://... : decision audit store on PostgreSQL (default SQLite)
 ONLINE_STORE_URL = "SAFETYML_ONLINE_STORE_URL"  # redis://... : online store on Redis (default SQLite file)
 AUDIT_FSYNC = "SAFETYML_AUDIT_FSYNC"  # 0: audit journal without fdatasync (process-crash safe only)
@@ -41,6 +42,7 @@ ALL: tuple[str, ...] = (
     SERVE_POLL_SECONDS,
     SERVE_ACCESS_LOG,
     SERVE_TRACE_RATE,
+    SHADOW_RUNNER,
     AUDIT_FSYNC,
     AUDIT_URL,
     ONLINE_STORE_URL,

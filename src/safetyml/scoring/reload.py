@@ -240,12 +240,16 @@ class ScorerHost:
 
     def _runs_shadows(self, scorer: Scorer) -> bool:
         """Whether this host keeps a shadow runner: it has a keeper, the policies declare a shadow
-        challenger and the scorer started the runner's cursor (not possible on PostgreSQL)."""
+        challenger, the scorer started the runner's cursor (not possible on PostgreSQL) and
+        ``SAFETYML_SHADOW_RUNNER`` is not ``0`` (the runner is then started by someone else)."""
+        from safetyml import envvars
+
         return (
             self.keeper is not None
             and scorer.audit is not None
             and scorer.declares_shadows()
             and scorer.shadow_error is None
+            and os.environ.get(envvars.SHADOW_RUNNER, "1") != "0"
         )
 
     def _challenger_loop(self) -> None:

@@ -5,8 +5,11 @@ shadow challenger: :class:`RunnerKeeper`), or in process with :meth:`ShadowRunne
 
 Why a separate process: scoring the challenger in a thread of the serving worker added p99 +2.89 ms at
 concurrency 8 on the medium preset (bar: 1 ms). That thread's Python work holds the GIL the request threads
-wait for, and its CPU competes with the responses on saturated cores. This process runs at the lowest CPU
-priority (``nice 19``): when the cores are busy with responses it falls behind, and it catches up after.
+wait for, and its CPU competes with the responses on saturated cores. This process runs under Linux's
+``SCHED_IDLE`` policy (``nice 19`` where that is refused): it only gets a core no response wants, and a
+waking request thread preempts it at once; when the cores are busy it falls behind, and catches up
+after. While the service it follows runs, it leaves SQLite's WAL checkpoints (and their ``fsync``) to
+the workers' shippers, so it adds no ``fsync`` beside the one each response waits for.
 
 What it does: it reads the decisions in the order they were stored (the SQLite ``rowid``; SQLite has one
 writer at a time, so rowids appear in commit order and a cursor never skips a row committed later), and for
@@ -266,6 +269,10 @@ class ShadowRunner:
             "unscoreable": self.unscoreable,
         }
 
+    def checkpoints(self, on: bool) -> None:
+        """Let this connection run WAL checkpoints (each ``fsync``s) or leave them to the other writers."""
+        self._tables.rows(f"PRAGMA wal_autocheckpoint = {1000 if on else 0}")
+
     def close(self) -> None:
         self._tables.close()
 
@@ -274,6 +281,7 @@ class ShadowRunner:
         quiet_since: float | None = None
         gone_at: float | None = None
         next_status = 0.0
+        self.checkpoints(watch_pid is None)  # the service's shippers checkpoint while it runs
         while True:
             self.retry_due()
             n = self.step()
@@ -283,6 +291,7 @@ class ShadowRunner:
                 next_status = now + STATUS_EVERY
             if gone_at is None and watch_pid is not None and not _alive(watch_pid):
                 gone_at = now
+                self.checkpoints(True)
                 log.info("service %d is gone: draining what is left, then stopping", watch_pid)
             if n:
                 quiet_since = None
@@ -375,9 +384,21 @@ class RunnerKeeper:
         return True
 
 
+def lower_priority(nice: int = NICE) -> str:
+    """Put this process under ``SCHED_IDLE`` (Linux: runs only on a core nothing else wants, preempted at
+    once by a waking normal thread) and ``nice``; says which it got."""
+    os.nice(nice)
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+    except (AttributeError, OSError) as exc:
+        log.warning("SCHED_IDLE refused (%s); running at nice %d only", exc, nice)
+        return f"nice {nice}"
+    return f"SCHED_IDLE, nice {nice}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m safetyml.scoring.shadow [--watch PID] [--audit PATH] [--batch N]``: the runner, at
-    nice 19 (exits at once, status 0, when another runner of this home is running)."""
+    """``python -m safetyml.scoring.shadow [--watch PID] [--audit PATH] [--batch N]``: the runner, under
+    SCHED_IDLE (exits at once, status 0, when another runner of this home is running)."""
     parser = argparse.ArgumentParser(description="Score shadow challengers from the audit store.")
     parser.add_argument("--watch", type=int, default=None, help="drain and stop once this process is gone")
     parser.add_argument("--audit", type=Path, default=None, help="audit store (default: SAFETYML_HOME's)")
@@ -387,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     from safetyml.scoring.startup import setup_logging
 
     setup_logging()
-    os.nice(args.nice)
+    priority = lower_priority(args.nice)
     folder = runner_dir()
     with _runner_lock(folder) as mine:
         if not mine:
@@ -395,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         runner = ShadowRunner(args.audit, batch=args.batch)
         loaded = runner.challengers.versions()
-        log.info("shadow runner %d: cursor %d, challengers %s", os.getpid(), runner.position, loaded)
+        log.info(
+            "shadow runner %d (%s): cursor %d, challengers %s", os.getpid(), priority, runner.position, loaded
+        )
         try:
             runner.run(args.watch, folder / "status.json")
         finally:
