@@ -283,3 +283,21 @@ def test_a_challenger_that_fails_to_load_is_retried_and_shown(
         assert served == {"1", "2"}  # the canary now serves its half of the riders
     finally:
         host.close()
+
+
+def test_the_runner_waits_for_a_quiet_moment_but_not_forever() -> None:
+    """The pacer defers scoring while decisions pour in, and works anyway once too far or too long behind."""
+    from safetyml.scoring.shadow import Pacer
+
+    pacer = Pacer(busy_rate=20.0, max_lag=1000, max_delay=60.0)
+    assert not pacer.work_now(0.0, 100, 100)  # nothing to score
+    assert not pacer.work_now(1.0, 600, 100)  # 500 new in a second: busy, 500 behind
+    assert not pacer.work_now(2.0, 1000, 100)
+    assert pacer.work_now(3.0, 1200, 100)  # 1,100 behind: works although the service is busy
+    assert pacer.work_now(4.0, 1210, 1150)  # 10 a second: quiet, works
+    assert not pacer.work_now(5.0, 1210, 1210)  # caught up
+    pacer = Pacer(busy_rate=20.0, max_lag=10**6, max_delay=60.0)
+    pacer.work_now(0.0, 0, 0)
+    assert not pacer.work_now(1.0, 100, 0)  # 100 a second from now on: busy
+    assert not pacer.work_now(30.0, 3000, 0)
+    assert pacer.work_now(61.5, 6150, 0)  # behind since 1.0: 60.5 s > max_delay
