@@ -258,6 +258,7 @@ class ShadowRunner:
             return 0
         jobs: dict[str, ShadowJob] = {}
         unscoreable = 0
+        lacking: tuple[str, str] | None = None
         for _, decision_id, task, market, subject_id, features in found:
             entries = self.challengers.entries.get((market, task))
             if not entries:
@@ -269,17 +270,19 @@ class ShadowRunner:
             usable = [c for c in shadows if _has_features(c, snapshot)]
             if len(usable) < len(shadows):
                 unscoreable += len(shadows) - len(usable)
-                log.error(
-                    "decision %s: its snapshot lacks features of %s; no challenger score (was that "
-                    "challenger loaded by the worker that decided?)",
-                    decision_id,
-                    ", ".join(c.spec for c in shadows if c not in usable),
-                )
+                lacking = (decision_id, ", ".join(c.spec for c in shadows if c not in usable))
             if usable:
                 job = jobs.setdefault(task, ShadowJob(task, [], []))
                 job.inputs.append(snapshot)  # type: ignore[union-attr]
                 policy = self.policies.for_market(market)
                 job.items.append((len(job.inputs) - 1, decision_id, policy, usable, []))
+        if lacking is not None:  # one line per batch, not per decision
+            log.error(
+                "%d decisions without a challenger score: their snapshots lack features of the challenger "
+                "(was it loaded by the worker that decided?), e.g. decision %s for %s",
+                unscoreable,
+                *lacking,
+            )
         rows = [row for job in jobs.values() for row in score_job(job)]
         last = int(found[-1][0])
         with self._tables.transaction() as cursor:
