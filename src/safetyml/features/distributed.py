@@ -133,7 +133,7 @@ def _cell_counts(cells: np.ndarray) -> pd.Series:
 
 
 def _zone_routes(
-    trips: pd.DataFrame, cells: np.ndarray, city: np.ndarray, zone_groups: ZoneGroups | None
+    cells: np.ndarray, city: np.ndarray, zone_groups: ZoneGroups | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(row, zone group) pairs of a partition: each end's owner and halo groups (the nearest cities of its
     ring without ``zone_groups``); an end without a cell goes to its trip's city, or the no-cell group."""
@@ -199,7 +199,7 @@ def _route(
         groups = np.concatenate([own, _hash_group(linked[column][extra], n)])
         routes[kind] = (rows, groups)
     city = trip_city(trips, ctx.merchants).to_numpy(dtype=object)
-    routes["zone"] = _zone_routes(trips, cells, city, ctx.zone_groups)
+    routes["zone"] = _zone_routes(cells, city, ctx.zone_groups)
     out: dict[str, Any] = {}
     for kind, (rows, groups) in routes.items():
         pairs = pd.DataFrame({"row": rows, "group": groups}).drop_duplicates()
