@@ -221,7 +221,8 @@ def test_service_host_keeps_a_runner_and_restarts_it(
         ids = [r.decision_id for r in answered]
         audit.flush()
         _wait(lambda: set(ids) <= set(read_challenger_scores()["decision_id"]), what="first scores")
-        os.kill(_status(home)["pid"], signal.SIGKILL)
+        assert _status(home)["pid"] == keeper._child.pid  # the status is this runner's, not a copied one
+        os.kill(keeper._child.pid, signal.SIGKILL)
         answered += [host.ready_scorer().score_trip(r) for r in requests[150:]]
         ids = [r.decision_id for r in answered]
         audit.flush()
@@ -301,3 +302,25 @@ def test_the_runner_waits_for_a_quiet_moment_but_not_forever() -> None:
     assert not pacer.work_now(1.0, 100, 0)  # 100 a second from now on: busy
     assert not pacer.work_now(30.0, 3000, 0)
     assert pacer.work_now(61.5, 6150, 0)  # behind since 1.0: 60.5 s > max_delay
+
+
+def test_a_keeper_does_not_start_a_second_runner_while_its_own_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner takes its lock only after its imports; a keeper asked again meanwhile (every few seconds,
+    sooner under load) must not start another one."""
+    from safetyml.scoring.shadow import RunnerKeeper
+
+    monkeypatch.setenv("SAFETYML_HOME", str(tmp_path / "home"))
+    watched = subprocess.Popen(["sleep", "60"])  # noqa: S607
+    keeper = RunnerKeeper(watched.pid)
+    try:
+        assert keeper.ensure() is True
+        assert keeper.ensure() is False  # before the child can have taken the lock
+        assert keeper.started == 1
+    finally:
+        watched.kill()
+        watched.wait()
+        if keeper._child is not None:
+            keeper._child.kill()
+            keeper._child.wait()

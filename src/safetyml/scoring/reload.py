@@ -233,10 +233,13 @@ class ScorerHost:
             return
         try:
             scorer.retry_challengers()
+        except Exception:
+            log.exception("retrying the challengers failed; trying again in %.0f s", self.retry_seconds)
+        try:  # on its own: a challenger that cannot load must not stop the runner being kept alive
             if self._runs_shadows(scorer):
                 self.keeper.ensure()  # type: ignore[union-attr]
         except Exception:
-            log.exception("looking after the challengers failed; trying again in %.0f s", self.retry_seconds)
+            log.exception("keeping the shadow runner failed; trying again in %.0f s", self.retry_seconds)
 
     def _runs_shadows(self, scorer: Scorer) -> bool:
         """Whether this host keeps a shadow runner: it has a keeper, the policies declare a shadow

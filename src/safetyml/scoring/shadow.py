@@ -416,7 +416,11 @@ class RunnerKeeper:
 
     def ensure(self) -> bool:
         """Start a runner unless one is running; True if this call started one."""
-        if self._child is not None and self._child.poll() is not None:
+        if self._child is not None:
+            if self._child.poll() is None:
+                # ours is alive: running, or still importing before it takes the lock (checking only the
+                # lock here started a second runner, which then exited, whenever start-up took > one tick)
+                return False
             self._child = None  # reaped
         if runner_running(self.folder):
             return False
