@@ -475,16 +475,14 @@ class Queries:
     needles make ``np.searchsorted`` cache-friendly, several times faster on a million rows.
     """
 
-    def __init__(self, codes: np.ndarray, t: np.ndarray, cache: bool = True):
-        self.cache = cache  # keep each stream's positions for the next measure on the same stream
+    def __init__(self, codes: np.ndarray, t: np.ndarray):
         self.codes = np.asarray(codes, dtype=np.int64)
         self.t = np.asarray(t, dtype=np.int64)
         self.t_order = np.argsort(self.t, kind="stable")
         self.t_sorted = self.t[self.t_order]
         self.ct_order = self.t_order[np.argsort(self.codes[self.t_order], kind="stable")]
-        self._pos: dict[tuple[int, int | None], np.ndarray] = {}
+        self._pos: dict[tuple[int, int | None], np.ndarray] = {}  # kept for the next measure on a stream
         self._unique: tuple[np.ndarray, np.ndarray] | None = None
-        self._starts: dict[int, np.ndarray] = {}  # stream id -> first position of each distinct code
 
     def pos(self, stream: Stream, offset: int | None) -> np.ndarray:
         """Positions at T - offset (offset None: the entity's first event, for all-time sums)."""
@@ -494,29 +492,17 @@ class Queries:
                 if self._unique is None:
                     self._unique = np.unique(self.codes, return_inverse=True)
                 codes, inverse = self._unique
-                # the starts per distinct entity are kept even without ``cache`` (one value per entity,
-                # not per query): a ring asks them at every window of every feature
-                starts = self._starts.get(id(stream))
-                if starts is None:
-                    starts = np.searchsorted(
-                        stream.keys, np.where(codes >= 0, codes * stream.R, -1), side="left"
-                    )
-                    self._starts[id(stream)] = starts
-                if not self.cache:
-                    return starts[inverse.ravel()]
+                starts = np.searchsorted(stream.keys, np.where(codes >= 0, codes * stream.R, -1), side="left")
                 self._pos[key] = starts[inverse.ravel()]
                 return self._pos[key]
-            else:
-                side = "right" if stream.inclusive else "left"
-                rank = np.empty(len(self.t), dtype=np.int64)
-                rank[self.t_order] = np.searchsorted(stream.grid, self.t_sorted - offset, side=side)
+            side = "right" if stream.inclusive else "left"
+            rank = np.empty(len(self.t), dtype=np.int64)
+            rank[self.t_order] = np.searchsorted(stream.grid, self.t_sorted - offset, side=side)
             needles = np.where(self.codes >= 0, self.codes * stream.R + rank, -1)[self.ct_order]
             # int32 when the stream allows: half the memory of the kept positions (a ring keeps 7 sets)
             dtype = np.int32 if len(stream.keys) < 2**31 - 1 else np.int64
             pos = np.empty(len(self.t), dtype=dtype)
             pos[self.ct_order] = np.searchsorted(stream.keys, needles, side="left")
-            if not self.cache:
-                return pos
             self._pos[key] = pos
         return self._pos[key]
 
