@@ -7,6 +7,7 @@ market's config, records the alerts and writes the outputs.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,8 +392,6 @@ def _decisions(since: pd.Timestamp) -> pd.DataFrame | None:
 def _appeals(since: pd.Timestamp) -> pd.DataFrame | None:
     """The outcome that stands for each decision appealed since ``since`` (recorded_at as UTC times), from
     the audit store (SQLite or PostgreSQL); None when there is no store."""
-    import os
-
     from safetyml import envvars
     from safetyml.scoring import audit
     from safetyml.scoring.appeals import read_appeals
@@ -407,8 +406,6 @@ def _appeals(since: pd.Timestamp) -> pd.DataFrame | None:
 def _store_as_of() -> pd.Timestamp | None:
     """The as_of of the online store the service reads: ``SAFETYML_ONLINE_STORE_URL`` (Redis) if set, else
     the SQLite file in ``SAFETYML_HOME`` (None when there is none yet)."""
-    import os
-
     from safetyml import envvars, paths
     from safetyml.features.online import STORE_FILE, OnlineStore
 
